@@ -1,0 +1,190 @@
+"""The `paymux` command. Names, options and JSON keys here are a contract that scripts rely on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+import uvicorn
+from rich.console import Console
+from rich.panel import Panel
+
+from paymux import migrations
+from paymux.config import Settings
+from paymux.container import Container
+from paymux.core.errors import PaymuxError
+from paymux.tenants.service import BootstrapResult
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="paymux: one API in front of many payment providers."
+)
+tenants_app = typer.Typer(no_args_is_help=True, help="Client partners, merchants and stores.")
+clients_app = typer.Typer(no_args_is_help=True, help="API clients that sign server calls with HMAC.")
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(clients_app, name="clients")
+
+console = Console(stderr=True)
+
+DEMO_PARTNER = "demo-partner"
+DEMO_MERCHANT = "DEMO-MERCHANT"
+DEMO_STORE = "DEMO-STORE-001"
+DEMO_CLIENT = "demo"
+
+
+def _with_container(use: Callable[[Container], Awaitable[T]]) -> T:
+    async def run() -> T:
+        container = Container.build(Settings())
+        try:
+            return await use(container)
+        finally:
+            await container.close()
+
+    try:
+        return asyncio.run(run())
+    except PaymuxError as exc:
+        console.print(f"[red]error:[/red] {exc.detail or exc.title}")
+        raise typer.Exit(code=1) from None
+
+
+def _print_json(value: dict[str, Any]) -> None:
+    typer.echo(json.dumps(value, indent=2))
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations to PAYMUX_DATABASE_URL."""
+    settings = Settings()
+    migrations.upgrade(settings.database_url)
+    console.print("[green]migrated[/green] to the latest schema")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes (PostgreSQL only: SQLite takes one).")] = 1,
+) -> None:
+    """Serve the HTTP API."""
+    _serve(host, port, workers)
+
+
+def _serve(host: str, port: int, workers: int = 1) -> None:
+    uvicorn.run(
+        "paymux.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,  # paymux logs each request itself, with its request id
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Migrate the database, seed a demo tenant, print its credentials and serve."""
+    settings = Settings()
+    migrations.upgrade(settings.database_url)
+    result = _with_container(
+        lambda container: container.tenants.bootstrap(
+            partner_name=DEMO_PARTNER,
+            merchant_code=DEMO_MERCHANT,
+            store_code=DEMO_STORE,
+            client_name=DEMO_CLIENT,
+            test_provider=True,
+            reuse_client=True,
+        )
+    )
+    base = f"http://{host}:{port}"
+    console.print(
+        Panel.fit(
+            "\n".join(
+                [
+                    f"API            {base}   (docs: {base}/docs)",
+                    f"database       {settings.database_url}",
+                    f"merchant_id    {result.merchant_id}",
+                    f"store_id       {result.store_id}",
+                    f"export PAYMUX_CLIENT_ID={result.client_id}",
+                    f"export PAYMUX_CLIENT_SECRET={result.client_secret}",
+                ]
+            ),
+            title="paymux demo",
+        )
+    )
+    _serve(host, port)
+
+
+@tenants_app.command("bootstrap")
+def tenants_bootstrap(
+    partner: Annotated[str, typer.Option(help="Client partner name (created if missing).")],
+    merchant: Annotated[str, typer.Option(help="Merchant code (created if missing).")],
+    store: Annotated[str, typer.Option(help="Store code (created if missing).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    test_provider: Annotated[
+        bool, typer.Option("--test-provider", help="Give the store a config for the built-in test provider.")
+    ] = False,
+    client_name: Annotated[str, typer.Option(help="Name of the new API client.")] = "bootstrap",
+) -> None:
+    """Create what does not exist of partner -> merchant -> store, and a new API client for the merchant."""
+    result: BootstrapResult = _with_container(
+        lambda container: container.tenants.bootstrap(
+            partner_name=partner,
+            merchant_code=merchant,
+            store_code=store,
+            client_name=client_name,
+            test_provider=test_provider,
+        )
+    )
+    values = {
+        "client_partner_id": result.client_partner_id,
+        "merchant_id": result.merchant_id,
+        "store_id": result.store_id,
+        "client_id": result.client_id,
+        "client_secret": result.client_secret,
+    }
+    if as_json:
+        _print_json(values)
+    else:
+        for name, value in values.items():
+            typer.echo(f"{name}: {value}")
+
+
+@clients_app.command("create")
+def clients_create(
+    partner: Annotated[int, typer.Option(help="Client partner id.")],
+    merchant: Annotated[int | None, typer.Option(help="Merchant id: scope the client to it.")] = None,
+    store: Annotated[int | None, typer.Option(help="Store id: scope the client to it.")] = None,
+    name: Annotated[str, typer.Option(help="A name to recognise the client by.")] = "cli",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Create an API client scoped to a partner (config sync), a merchant or a store; prints its secret once."""
+    client_id, secret = _with_container(
+        lambda container: container.tenants.create_client(
+            name=name, partner_id=partner, merchant_id=merchant, store_id=store
+        )
+    )
+    values = {
+        "client_id": client_id,
+        "client_secret": secret,
+        "client_partner_id": partner,
+        "merchant_id": merchant,
+        "store_id": store,
+    }
+    if as_json:
+        _print_json(values)
+    else:
+        for key, value in values.items():
+            typer.echo(f"{key}: {value}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,85 @@
+"""Settings, read from `PAYMUX_*` environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from limits import parse as parse_rate_limit
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from paymux.core.db import DatabaseURLError, to_async_url
+
+
+class Settings(BaseSettings):
+    """Every knob of a paymux process. The defaults run the embedded single-process setup."""
+
+    model_config = SettingsConfigDict(env_prefix="PAYMUX_", extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        default="sqlite:///var/paymux.db",
+        description="Plain database URL: sqlite:///path/paymux.db or postgresql://user@host/db; "
+        "paymux chooses the async driver.",
+    )
+    database_pool_size: int = Field(default=10, ge=1, description="PostgreSQL connections kept per process.")
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for shared rate limits and replay caches. Unset: in-process (one process only).",
+    )
+    master_key: SecretStr | None = Field(
+        default=None,
+        description="Base64 of the 32-byte key-encryption key. Unset: read (or create) master_key_file.",
+    )
+    master_key_file: Path = Field(
+        default=Path("var/master.key"), description="Where the generated KEK lives."
+    )
+
+    hmac_tolerance_seconds: int = Field(
+        default=300, ge=1, description="Allowed clock skew of HMAC timestamps."
+    )
+    payment_token_ttl_seconds: int = Field(default=300, ge=1, description="Lifetime of a payment_token.")
+    idempotency_ttl_hours: int = Field(default=24, ge=1, description="How long an Idempotency-Key is kept.")
+    idempotency_lock_seconds: int = Field(
+        default=60,
+        ge=1,
+        description="After this long an unfinished request's key may be taken over by a retry.",
+    )
+    provider_timeout_seconds: float = Field(
+        default=45.0,
+        gt=0,
+        description="Deadline of one provider call; past it the outcome counts as unknown.",
+    )
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger request bodies get 413.")
+
+    ratelimit_enabled: bool = True
+    ratelimit_merchant: str = Field(default="1000/minute", description="Requests per merchant.")
+    ratelimit_store: str = Field(default="500/minute", description="Requests per store.")
+    ratelimit_ip: str = Field(
+        default="100/minute", description="Requests per client IP, for callers that are not signed servers."
+    )
+    ratelimit_global: str = Field(default="10000/minute", description="Requests across all callers.")
+
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses whose X-Forwarded-For is believed when finding the client IP.",
+    )
+    log_level: str = "INFO"
+    log_json: bool = Field(default=False, description="JSON log lines instead of the console renderer.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        try:
+            to_async_url(value)
+        except DatabaseURLError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
+    @field_validator("ratelimit_merchant", "ratelimit_store", "ratelimit_ip", "ratelimit_global")
+    @classmethod
+    def _rate_limit_syntax(cls, value: str) -> str:
+        try:
+            parse_rate_limit(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a rate limit such as '100/minute'") from exc
+        return value

@@ -1,0 +1,111 @@
+"""Builds every collaborator of a paymux process once, from its settings: no I/O happens at import time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import redis.asyncio as aioredis
+
+from paymux.auth.service import ApiClientService, PaymentTokenService
+from paymux.config import Settings
+from paymux.core.clock import Clock, SystemClock
+from paymux.core.crypto import EnvelopeCipher, load_key_encryption_key
+from paymux.core.db import Database
+from paymux.events.service import EventRecorder
+from paymux.gateway.idempotency import IdempotencyStore
+from paymux.gateway.ratelimit import RateLimiter, RateLimits
+from paymux.gateway.replay import MemoryReplayGuard, RedisReplayGuard, ReplayGuard
+from paymux.payments.service import PaymentService
+from paymux.providers.base import PaymentProvider
+from paymux.providers.registry import ProviderRegistry
+from paymux.providers.testmode import BuiltinTestProvider
+from paymux.tenants.service import TenantService
+
+
+def default_providers() -> list[PaymentProvider]:
+    return [BuiltinTestProvider()]
+
+
+@dataclass
+class Container:
+    settings: Settings
+    clock: Clock
+    db: Database
+    cipher: EnvelopeCipher
+    redis: aioredis.Redis | None
+    rate_limiter: RateLimiter
+    replay_guard: ReplayGuard
+    idempotency: IdempotencyStore
+    providers: ProviderRegistry
+    events: EventRecorder
+    api_clients: ApiClientService
+    payment_tokens: PaymentTokenService
+    tenants: TenantService
+    payments: PaymentService
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        providers: list[PaymentProvider] | None = None,
+    ) -> Container:
+        clock = clock or SystemClock()
+        db = Database(settings.database_url, pool_size=settings.database_pool_size)
+        master_key = settings.master_key.get_secret_value() if settings.master_key else None
+        cipher = EnvelopeCipher(load_key_encryption_key(master_key, settings.master_key_file))
+        redis = aioredis.from_url(settings.redis_url, socket_timeout=0.5) if settings.redis_url else None
+        replay_guard: ReplayGuard = RedisReplayGuard(redis) if redis is not None else MemoryReplayGuard()
+        rate_limiter = RateLimiter(
+            RateLimits(
+                merchant=settings.ratelimit_merchant,
+                store=settings.ratelimit_store,
+                ip=settings.ratelimit_ip,
+                global_=settings.ratelimit_global,
+            ),
+            redis_url=settings.redis_url,
+            enabled=settings.ratelimit_enabled,
+        )
+        registry = ProviderRegistry(providers if providers is not None else default_providers())
+        events = EventRecorder(clock)
+        api_clients = ApiClientService(db, cipher, clock)
+        payment_tokens = PaymentTokenService(db, clock, timedelta(seconds=settings.payment_token_ttl_seconds))
+        tenants = TenantService(db, cipher, clock, registry, api_clients)
+        payments = PaymentService(
+            db,
+            clock,
+            tenants=tenants,
+            tokens=payment_tokens,
+            events=events,
+            providers=registry,
+            provider_timeout=settings.provider_timeout_seconds,
+        )
+        idempotency = IdempotencyStore(
+            db,
+            clock,
+            ttl=timedelta(hours=settings.idempotency_ttl_hours),
+            lock_timeout=timedelta(seconds=settings.idempotency_lock_seconds),
+        )
+        return cls(
+            settings=settings,
+            clock=clock,
+            db=db,
+            cipher=cipher,
+            redis=redis,
+            rate_limiter=rate_limiter,
+            replay_guard=replay_guard,
+            idempotency=idempotency,
+            providers=registry,
+            events=events,
+            api_clients=api_clients,
+            payment_tokens=payment_tokens,
+            tenants=tenants,
+            payments=payments,
+        )
+
+    async def close(self) -> None:
+        await self.db.dispose()
+        if self.redis is not None:
+            await self.redis.aclose()

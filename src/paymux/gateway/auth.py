@@ -1,0 +1,166 @@
+"""FastAPI dependencies that turn a request's credentials into a `Principal` and count it against rate limits."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader
+
+from paymux.auth.errors import (
+    InvalidSignature,
+    MissingCredentials,
+    SignatureReplayed,
+    TimestampOutOfRange,
+    UnknownClient,
+)
+from paymux.gateway import hmac_signing
+from paymux.gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
+from paymux.gateway.idempotency import IdempotentCall, request_path
+from paymux.gateway.principal import CallerType, Principal
+
+if TYPE_CHECKING:
+    from paymux.container import Container
+
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+# Declared for the OpenAPI document: both schemes travel in the Authorization header.
+hmac_scheme = APIKeyHeader(
+    name="Authorization",
+    scheme_name="HMAC",
+    description="`HMAC-SHA256 <client_id>:<timestamp>:<base64 signature>` over "
+    "`METHOD:PATH:timestamp:body` (PATH with its query string), signed with the client's secret.",
+    auto_error=False,
+)
+token_scheme = APIKeyHeader(
+    name="Authorization",
+    scheme_name="PaymentToken",
+    description="`Bearer tok_...`: the payment_token of one payment intent (5 minutes; confirm or cancel spends it).",
+    auto_error=False,
+)
+
+
+def container_of(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+def client_ip(request: Request) -> str:
+    peer = request.client.host if request.client else "unknown"
+    trusted = container_of(request).settings.trusted_proxies
+    forwarded = request.headers.get("x-forwarded-for")
+    if forwarded and peer in trusted:
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        for hop in reversed(hops):
+            if hop not in trusted:
+                return hop
+    return peer
+
+
+async def _authenticate_hmac(request: Request, header: str) -> Principal:
+    container = container_of(request)
+    try:
+        auth = hmac_signing.parse_authorization(header)
+    except hmac_signing.MalformedAuthorization as exc:
+        raise InvalidSignature(str(exc)) from exc
+    now = container.clock.now().timestamp()
+    tolerance = container.settings.hmac_tolerance_seconds
+    if abs(now - auth.timestamp) > tolerance:
+        raise TimestampOutOfRange(
+            f"The timestamp must be within {tolerance} s of the server's clock ({int(now)})."
+        )
+    verified = await container.api_clients.find_active(auth.client_id)
+    if verified is None:
+        raise UnknownClient("No active API client with this client_id.")
+    body = await request.body()
+    path = request_path(request)
+    if not hmac_signing.verify(verified.secret, request.method, path, auth, body):
+        raise InvalidSignature(
+            "Sign METHOD:PATH:timestamp:body with the client's secret, PATH with its query string."
+        )
+    if request.method in STATE_CHANGING:
+        signature_key = hashlib.sha256(f"{auth.client_id}:{auth.signature}".encode()).hexdigest()
+        fresh = await container.replay_guard.claim(
+            signature_key, request.headers.get(IDEMPOTENCY_HEADER), ttl_seconds=2 * tolerance
+        )
+        if not fresh:
+            raise SignatureReplayed(
+                "Sign each request anew; only a retry with the same Idempotency-Key may repeat one."
+            )
+    client = verified.client
+    principal = Principal(
+        caller_type=CallerType.API_CLIENT,
+        caller_id=client.id,
+        client_partner_id=client.client_partner_id,
+        merchant_id=client.merchant_id,
+        store_id=client.store_id,
+    )
+    request.state.rate_limit = await container.rate_limiter.hit(
+        merchant_id=client.merchant_id, store_id=client.store_id
+    )
+    return principal
+
+
+async def _authenticate_token(request: Request, token: str) -> Principal:
+    container = container_of(request)
+    request.state.rate_limit = await container.rate_limiter.hit(ip=client_ip(request))
+    record = await container.payment_tokens.resolve(token)
+    principal = Principal(
+        caller_type=CallerType.PAYMENT_TOKEN,
+        caller_id=f"token:{record.payment_intent_id}",
+        client_partner_id=record.client_partner_id,
+        merchant_id=record.merchant_id,
+        store_id=record.store_id,
+        payment_intent_id=record.payment_intent_id,
+        payment_token_hash=record.token_hash,
+    )
+    state = await container.rate_limiter.hit(merchant_id=record.merchant_id, store_id=record.store_id)
+    if state is not None and (
+        request.state.rate_limit is None or state.remaining < request.state.rate_limit.remaining
+    ):
+        request.state.rate_limit = state
+    return principal
+
+
+async def _unauthenticated(request: Request, expected: str) -> MissingCredentials:
+    request.state.rate_limit = await container_of(request).rate_limiter.hit(ip=client_ip(request))
+    return MissingCredentials(
+        f"Send an Authorization header: {expected}.", headers={"WWW-Authenticate": expected}
+    )
+
+
+async def require_server(request: Request, _scheme: Annotated[str | None, Depends(hmac_scheme)]) -> Principal:
+    """An HMAC-signed server call."""
+    header = request.headers.get("authorization", "")
+    if not header.startswith(hmac_signing.SCHEME + " "):
+        raise await _unauthenticated(request, hmac_signing.SCHEME)
+    principal = await _authenticate_hmac(request, header)
+    request.state.principal = principal
+    return principal
+
+
+async def require_intent_caller(
+    request: Request,
+    _hmac: Annotated[str | None, Depends(hmac_scheme)],
+    _token: Annotated[str | None, Depends(token_scheme)],
+) -> Principal:
+    """A signed server call, or the SDK with the intent's payment token."""
+    header = request.headers.get("authorization", "")
+    if header.startswith(hmac_signing.SCHEME + " "):
+        principal = await _authenticate_hmac(request, header)
+    elif header[:7].lower() == "bearer ":
+        principal = await _authenticate_token(request, header[7:].strip())
+    else:
+        raise await _unauthenticated(request, f"{hmac_signing.SCHEME} or Bearer")
+    request.state.principal = principal
+    return principal
+
+
+def idempotent_call(request: Request) -> IdempotentCall:
+    return IdempotentCall(request, container_of(request).idempotency)
+
+
+ServerCaller = Annotated[Principal, Depends(require_server)]
+IntentCaller = Annotated[Principal, Depends(require_intent_caller)]
+Idempotent = Annotated[IdempotentCall, Depends(idempotent_call)]

@@ -1,0 +1,107 @@
+"""The outermost layer of every HTTP request: request id, body size limit, rate-limit headers, access log."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from paymux.core.errors import PayloadTooLarge, problem_body
+from paymux.core.ids import new_id
+from paymux.gateway.ratelimit import LimitState
+
+log = structlog.get_logger("paymux.access")
+
+REQUEST_ID_HEADER = b"x-request-id"
+
+
+def _valid_request_id(value: bytes) -> bool:
+    return 0 < len(value) <= 128 and all(0x21 <= byte <= 0x7E for byte in value)
+
+
+class EdgeMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = dict(scope.get("headers") or [])
+        incoming = headers.get(REQUEST_ID_HEADER, b"")
+        request_id = incoming.decode() if _valid_request_id(incoming) else new_id("req")
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        status_holder = [500]
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder[0] = message["status"]
+                extra = [(b"x-request-id", request_id.encode())]
+                limit: LimitState | None = state.get("rate_limit")
+                if limit is not None:
+                    present = {name.lower() for name, _ in message.get("headers", [])}
+                    extra += [
+                        (name.lower().encode(), value.encode())
+                        for name, value in limit.headers().items()
+                        if name.lower().encode() not in present
+                    ]
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        try:
+            declared = headers.get(b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+                await self._too_large(send_with_headers, request_id)
+                return
+            await self.app(scope, self._limited(receive), send_with_headers)
+        finally:
+            log.info(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status_holder[0],
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+            structlog.contextvars.unbind_contextvars("request_id")
+
+    def _limited(self, receive: Receive) -> Receive:
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise PayloadTooLarge(f"Request bodies are limited to {self.max_body_bytes} bytes.")
+            return message
+
+        return limited_receive
+
+    async def _too_large(self, send: Send, request_id: str) -> None:
+        body = json.dumps(
+            problem_body(
+                status=413,
+                code="payload_too_large",
+                title="Request body too large",
+                detail=f"Request bodies are limited to {self.max_body_bytes} bytes.",
+                request_id=request_id,
+            )
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

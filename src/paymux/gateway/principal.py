@@ -1,0 +1,56 @@
+"""One `Principal` for every caller kind, and the tenant scope it may see."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from sqlalchemy import Select
+
+S = TypeVar("S", bound=Select[Any])
+
+
+class CallerType(StrEnum):
+    API_CLIENT = "api_client"
+    PAYMENT_TOKEN = "payment_token"  # noqa: S105 - a caller kind, not a secret
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling and what part of the tenant tree they may see.
+
+    A partner-scoped caller sees every merchant of its partner; a merchant-scoped caller one merchant; a
+    store-scoped caller one store; a payment-token caller one payment intent.
+    """
+
+    caller_type: CallerType
+    caller_id: str
+    client_partner_id: int
+    merchant_id: int | None = None
+    store_id: int | None = None
+    payment_intent_id: str | None = None
+    payment_token_hash: str | None = field(default=None, repr=False)
+
+    @property
+    def idempotency_owner(self) -> str:
+        """Whose Idempotency-Keys these are: the API client, or the one intent of a payment token."""
+        if self.caller_type is CallerType.PAYMENT_TOKEN:
+            return f"token:{self.payment_intent_id}"
+        return self.caller_id
+
+    def sees(self, *, client_partner_id: int, merchant_id: int, store_id: int | None = None) -> bool:
+        if client_partner_id != self.client_partner_id:
+            return False
+        if self.merchant_id is not None and merchant_id != self.merchant_id:
+            return False
+        return self.store_id is None or store_id == self.store_id
+
+    def scope(self, statement: S, model: Any) -> S:
+        """Restrict a query over a table with client_partner_id/merchant_id/store_id columns to this scope."""
+        statement = statement.where(model.client_partner_id == self.client_partner_id)
+        if self.merchant_id is not None:
+            statement = statement.where(model.merchant_id == self.merchant_id)
+        if self.store_id is not None:
+            statement = statement.where(model.store_id == self.store_id)
+        return statement

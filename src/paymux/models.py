@@ -1,0 +1,23 @@
+"""Imports every table, so `Base.metadata` is complete for migrations and tests."""
+
+from paymux.auth.models import ApiClient, PaymentToken
+from paymux.core.db import Base
+from paymux.events.models import Event
+from paymux.gateway.models import IdempotencyRecord
+from paymux.payments.models import PaymentIntent, PaymentIntentStatusChange, Transaction
+from paymux.tenants.models import ClientPartner, Merchant, Store, StoreProviderConfig
+
+__all__ = [
+    "ApiClient",
+    "Base",
+    "ClientPartner",
+    "Event",
+    "IdempotencyRecord",
+    "Merchant",
+    "PaymentIntent",
+    "PaymentIntentStatusChange",
+    "PaymentToken",
+    "Store",
+    "StoreProviderConfig",
+    "Transaction",
+]

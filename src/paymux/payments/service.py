@@ -1,0 +1,592 @@
+"""PaymentIntent use cases. Each runs in units of work; a provider is called only between them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TypeVar, assert_never
+
+import structlog
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from paymux.auth.service import IssuedToken, PaymentTokenService
+from paymux.core.clock import Clock
+from paymux.core.db import Database
+from paymux.core.ids import new_id
+from paymux.events.service import EventRecorder
+from paymux.gateway.principal import Principal
+from paymux.payments.errors import (
+    CaptureAmountTooLarge,
+    CaptureNotAllowed,
+    InvalidStateTransition,
+    MerchantRefTaken,
+    PaymentIntentNotFound,
+    PaymentMethodNotSupported,
+    ProviderAmbiguous,
+    ProviderNotConfigured,
+    RefundExceedsCaptured,
+    StoreInactive,
+    StoreRequired,
+    TransactionNotFound,
+    UnknownProvider,
+)
+from paymux.payments.models import PaymentIntent, PaymentIntentStatusChange, Transaction
+from paymux.payments.schemas import (
+    IntentFilters,
+    PaymentIntentCancel,
+    PaymentIntentCapture,
+    PaymentIntentConfirm,
+    PaymentIntentCreate,
+    PaymentIntentOut,
+    ProcessingMode,
+    RefundCreate,
+    TransactionOut,
+    TransactionStatus,
+    TransactionType,
+)
+from paymux.payments.state import PaymentStatus, can_transition, event_type_for
+from paymux.providers.base import (
+    PaymentMethodType,
+    PaymentProvider,
+    PaymentReference,
+    PaymentRequest,
+    ProviderError,
+    ProviderPayment,
+    ProviderPaymentStatus,
+    ProviderRefund,
+    ProviderRefundStatus,
+    ProviderTimeout,
+    RefundRequest,
+)
+from paymux.providers.registry import ProviderRegistry
+from paymux.tenants.models import StoreProviderConfig
+from paymux.tenants.service import TenantService
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedIntent:
+    intent: PaymentIntent
+    token: IssuedToken
+
+
+class PaymentService:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        *,
+        tenants: TenantService,
+        tokens: PaymentTokenService,
+        events: EventRecorder,
+        providers: ProviderRegistry,
+        provider_timeout: float,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._tenants = tenants
+        self._tokens = tokens
+        self._events = events
+        self._providers = providers
+        self._provider_timeout = provider_timeout
+
+    # ------------------------------------------------------------------ create, read, list
+
+    async def create(self, principal: Principal, request: PaymentIntentCreate) -> CreatedIntent:
+        # A store-scoped client may omit store_id; naming another store finds nothing in its scope (404).
+        store_id = request.store_id if request.store_id is not None else principal.store_id
+        if store_id is None:
+            raise StoreRequired("store_id is required for clients not bound to one store.")
+        if request.provider_name is not None:
+            self._provider(request.provider_name, request.payment_method_type)
+        now = self._clock.now()
+        try:
+            async with self._db.unit_of_work() as session:
+                store = await self._tenants.store_in_scope(session, principal, store_id)
+                if not store.is_active or not await self._tenants.merchant_is_active(
+                    session, store.merchant_id
+                ):
+                    raise StoreInactive(f"Store {store.id} or its merchant is deactivated.")
+                taken = await session.execute(
+                    select(PaymentIntent.id).where(
+                        PaymentIntent.merchant_id == store.merchant_id,
+                        PaymentIntent.merchant_ref_id == request.merchant_ref_id,
+                    )
+                )
+                if (existing := taken.scalar_one_or_none()) is not None:
+                    raise MerchantRefTaken(
+                        f"merchant_ref_id {request.merchant_ref_id!r} is {existing}.",
+                        payment_intent_id=existing,
+                    )
+                intent = PaymentIntent(
+                    id=new_id("pi"),
+                    client_partner_id=store.client_partner_id,
+                    merchant_id=store.merchant_id,
+                    store_id=store.id,
+                    merchant_ref_id=request.merchant_ref_id,
+                    order_id=request.order_id,
+                    amount=request.amount,
+                    currency=request.currency,
+                    amount_captured=0,
+                    amount_refunded=0,
+                    payment_method_type=request.payment_method_type.value,
+                    processing_mode=request.processing_mode.value,
+                    status=PaymentStatus.REQUIRES_PAYMENT_METHOD.value,
+                    provider_name=request.provider_name,
+                    metadata_=dict(request.metadata),
+                    created_at=now,
+                    updated_at=now,
+                )
+                session.add(intent)
+                session.add(self._history(intent, None, "created"))
+                self._emit_intent(session, intent, "payment_intent.created")
+                token = await self._tokens.issue(
+                    session,
+                    payment_intent_id=intent.id,
+                    client_partner_id=intent.client_partner_id,
+                    merchant_id=intent.merchant_id,
+                    store_id=intent.store_id,
+                )
+                await session.flush()
+        except IntegrityError as exc:
+            # Two creates with one merchant_ref_id raced past the check; the unique constraint decided.
+            raise MerchantRefTaken(f"merchant_ref_id {request.merchant_ref_id!r} is already used.") from exc
+        return CreatedIntent(intent=intent, token=token)
+
+    async def retrieve(self, principal: Principal, intent_id: str) -> PaymentIntent:
+        async with self._db.reading() as session:
+            return await self._find(session, principal, intent_id)
+
+    async def list_intents(
+        self, principal: Principal, filters: IntentFilters, *, limit: int, starting_after: str | None
+    ) -> tuple[list[PaymentIntent], bool]:
+        statement = principal.scope(select(PaymentIntent), PaymentIntent)
+        if filters.status is not None:
+            statement = statement.where(PaymentIntent.status == filters.status.value)
+        if filters.store_id is not None:
+            statement = statement.where(PaymentIntent.store_id == filters.store_id)
+        if filters.merchant_id is not None:
+            statement = statement.where(PaymentIntent.merchant_id == filters.merchant_id)
+        if filters.merchant_ref_id is not None:
+            statement = statement.where(PaymentIntent.merchant_ref_id == filters.merchant_ref_id)
+        if filters.created_gte is not None:
+            statement = statement.where(PaymentIntent.created_at >= filters.created_gte)
+        if filters.created_lte is not None:
+            statement = statement.where(PaymentIntent.created_at <= filters.created_lte)
+        if starting_after is not None:
+            statement = statement.where(PaymentIntent.id < starting_after)
+        statement = statement.order_by(PaymentIntent.id.desc()).limit(limit + 1)
+        async with self._db.reading() as session:
+            rows = list((await session.execute(statement)).scalars())
+        return rows[:limit], len(rows) > limit
+
+    # ------------------------------------------------------------------ confirm and cancel (SDK or server)
+
+    async def confirm(
+        self, principal: Principal, intent_id: str, request: PaymentIntentConfirm
+    ) -> PaymentIntent:
+        async with self._db.unit_of_work() as session:
+            intent = await self._find(session, principal, intent_id, lock=True)
+            if principal.payment_token_hash is not None:
+                await self._tokens.consume(session, principal.payment_token_hash)
+            if ProcessingMode(intent.processing_mode) is not ProcessingMode.PGW_PROCESSED:
+                self._transition(session, intent, PaymentStatus.REQUIRES_CAPTURE, "confirmed")
+                return intent
+            self._require_transition(intent, PaymentStatus.PROCESSING)
+            provider, config = await self._select_provider(session, intent, request.provider_name)
+            credentials = self._tenants.credentials(config)
+            intent.provider_name = provider.name
+            attempt = self._new_transaction(intent, TransactionType.PAYMENT, intent.amount)
+            attempt.provider_name = provider.name
+            session.add(attempt)
+            self._transition(session, intent, PaymentStatus.PROCESSING, "confirmed")
+            provider_request = PaymentRequest(
+                payment_intent_id=intent.id,
+                amount=intent.amount,
+                currency=intent.currency,
+                payment_method_type=PaymentMethodType(intent.payment_method_type),
+                customer_code=request.customer_code,
+                description=intent.order_id,
+                metadata=dict(intent.metadata_ or {}),
+            )
+        # Committed: the intent is `processing` and the attempt is on record before the provider hears of it.
+        try:
+            result = await self._call(provider.create_payment(credentials, provider_request))
+        except ProviderTimeout as exc:
+            log.warning(
+                "provider timeout; the status check resolves the payment", intent=intent.id, error=str(exc)
+            )
+            return intent
+        except ProviderError as exc:
+            result = ProviderPayment(
+                status=ProviderPaymentStatus.FAILED,
+                provider_transaction_id=None,
+                amount=intent.amount,
+                currency=intent.currency,
+                failure_code=exc.code,
+                failure_message=str(exc)[:500],
+            )
+        return await self.record_payment_result(intent.id, attempt.id, result)
+
+    async def record_payment_result(
+        self, intent_id: str, attempt_id: str, result: ProviderPayment
+    ) -> PaymentIntent:
+        """Apply a provider's answer to a pending payment attempt (from confirm, a webhook or a status check)."""
+        async with self._db.unit_of_work() as session:
+            intent = await session.get(PaymentIntent, intent_id, with_for_update=True)
+            attempt = await session.get(Transaction, attempt_id, with_for_update=True)
+            if intent is None or attempt is None:
+                raise PaymentIntentNotFound(f"No payment intent {intent_id}.")
+            if attempt.status != TransactionStatus.PENDING.value:
+                return intent  # already resolved by another path
+            if (result.amount, result.currency) != (intent.amount, intent.currency):
+                log.error(
+                    "provider answered with another amount; left for review",
+                    intent=intent.id,
+                    expected=(intent.amount, intent.currency),
+                    got=(result.amount, result.currency),
+                )
+                return intent
+            if result.provider_transaction_id is not None:
+                attempt.provider_transaction_id = result.provider_transaction_id
+                intent.provider_transaction_id = result.provider_transaction_id
+            now = self._clock.now()
+            match result.status:
+                case ProviderPaymentStatus.SUCCEEDED:
+                    attempt.status = TransactionStatus.SUCCEEDED.value
+                    attempt.updated_at = now
+                    intent.amount_captured = intent.amount
+                    self._transition(session, intent, PaymentStatus.SUCCEEDED, "provider_succeeded")
+                case ProviderPaymentStatus.FAILED | ProviderPaymentStatus.CANCELLED:
+                    code = result.failure_code or (
+                        "provider_cancelled"
+                        if result.status is ProviderPaymentStatus.CANCELLED
+                        else "provider_failed"
+                    )
+                    attempt.status = TransactionStatus.FAILED.value
+                    attempt.failure_code = intent.failure_code = code
+                    attempt.failure_message = intent.failure_message = result.failure_message
+                    attempt.updated_at = now
+                    self._transition(session, intent, PaymentStatus.FAILED, "provider_failed")
+                case ProviderPaymentStatus.PROCESSING:
+                    pass
+                case ProviderPaymentStatus.REQUIRES_ACTION:
+                    log.error("provider asked for customer action on a processing payment", intent=intent.id)
+                case _ as unreachable:
+                    assert_never(unreachable)
+            return intent
+
+    async def cancel(
+        self, principal: Principal, intent_id: str, request: PaymentIntentCancel
+    ) -> PaymentIntent:
+        async with self._db.unit_of_work() as session:
+            intent = await self._find(session, principal, intent_id, lock=True)
+            if principal.payment_token_hash is not None:
+                await self._tokens.consume(session, principal.payment_token_hash)
+            intent.cancellation_reason = request.cancellation_reason
+            self._transition(session, intent, PaymentStatus.CANCELLED, "cancelled")
+            return intent
+
+    # ------------------------------------------------------------------ capture and refund (server)
+
+    async def capture(
+        self, principal: Principal, intent_id: str, request: PaymentIntentCapture
+    ) -> PaymentIntent:
+        async with self._db.unit_of_work() as session:
+            intent = await self._find(session, principal, intent_id, lock=True)
+            if ProcessingMode(intent.processing_mode) is ProcessingMode.PGW_PROCESSED:
+                raise CaptureNotAllowed("This intent is processed by its provider; confirm it instead.")
+            amount = request.amount if request.amount is not None else intent.amount
+            if amount > intent.amount:
+                raise CaptureAmountTooLarge(f"At most {intent.amount} {intent.currency} can be captured.")
+            target = {
+                "success": PaymentStatus.SUCCEEDED,
+                "declined": PaymentStatus.FAILED,
+                "error": PaymentStatus.FAILED,
+                "cancelled": PaymentStatus.CANCELLED,
+            }[request.status]
+            self._require_transition(intent, target)
+            record = self._new_transaction(intent, TransactionType.CAPTURE, amount)
+            record.approval_code = request.approval_code
+            record.card_last_4 = request.card_last_4
+            record.card_slip_number = request.card_slip_number
+            if target is PaymentStatus.SUCCEEDED:
+                record.status = TransactionStatus.SUCCEEDED.value
+                intent.amount_captured = amount
+            else:
+                record.status = TransactionStatus.FAILED.value
+                record.failure_code = {"declined": "card_declined", "error": "terminal_error"}.get(
+                    request.status, "cancelled_at_terminal"
+                )
+                record.failure_message = request.error_message
+                if target is PaymentStatus.FAILED:
+                    intent.failure_code, intent.failure_message = record.failure_code, record.failure_message
+                else:
+                    intent.cancellation_reason = request.error_message
+            session.add(record)
+            self._transition(session, intent, target, f"captured_{request.status}")
+            return intent
+
+    async def refund(self, principal: Principal, intent_id: str, request: RefundCreate) -> Transaction:
+        async with self._db.unit_of_work() as session:
+            intent = await self._find(session, principal, intent_id, lock=True)
+            if intent.status != PaymentStatus.SUCCEEDED.value:
+                raise InvalidStateTransition(
+                    f"Only succeeded payment intents can be refunded; this one is {intent.status}.",
+                    current_status=intent.status,
+                )
+            pending = (
+                await session.execute(
+                    select(func.coalesce(func.sum(Transaction.amount), 0)).where(
+                        Transaction.payment_intent_id == intent.id,
+                        Transaction.type == TransactionType.REFUND.value,
+                        Transaction.status == TransactionStatus.PENDING.value,
+                    )
+                )
+            ).scalar_one()
+            refundable = intent.amount_captured - intent.amount_refunded - int(pending)
+            amount = request.amount if request.amount is not None else refundable
+            if refundable <= 0 or amount > refundable:
+                raise RefundExceedsCaptured(
+                    f"{refundable} {intent.currency} is left to refund.", refundable_amount=max(refundable, 0)
+                )
+            refund = self._new_transaction(intent, TransactionType.REFUND, amount)
+            refund.reason = request.reason
+            refund.provider_name = intent.provider_name
+            session.add(refund)
+            if ProcessingMode(intent.processing_mode) is not ProcessingMode.PGW_PROCESSED:
+                # The terminal or cashier paid it back; paymux records it.
+                self._settle_refund(
+                    session, intent, refund, ProviderRefund(ProviderRefundStatus.SUCCEEDED, None)
+                )
+                return refund
+            provider, config = await self._refund_route(session, intent)
+            credentials = self._tenants.credentials(config)
+            provider_request = RefundRequest(
+                refund_id=refund.id,
+                payment=PaymentReference(
+                    intent.id, intent.provider_transaction_id, intent.amount, intent.currency
+                ),
+                amount=amount,
+                reason=request.reason,
+            )
+        try:
+            result = await self._call(provider.refund_payment(credentials, provider_request))
+        except ProviderTimeout as exc:
+            log.warning(
+                "refund timed out at the provider; it stays pending", refund=refund.id, error=str(exc)
+            )
+            return refund
+        except ProviderError as exc:
+            result = ProviderRefund(
+                ProviderRefundStatus.FAILED, None, failure_code=exc.code, failure_message=str(exc)[:500]
+            )
+        return await self.record_refund_result(refund.id, result)
+
+    async def record_refund_result(self, refund_id: str, result: ProviderRefund) -> Transaction:
+        async with self._db.unit_of_work() as session:
+            refund = await session.get(Transaction, refund_id, with_for_update=True)
+            if refund is None:
+                raise TransactionNotFound(f"No refund {refund_id}.")
+            intent = await session.get(PaymentIntent, refund.payment_intent_id, with_for_update=True)
+            if intent is None:
+                raise PaymentIntentNotFound(f"No payment intent {refund.payment_intent_id}.")
+            if refund.status == TransactionStatus.PENDING.value:
+                self._settle_refund(session, intent, refund, result)
+            return refund
+
+    def _settle_refund(
+        self, session: AsyncSession, intent: PaymentIntent, refund: Transaction, result: ProviderRefund
+    ) -> None:
+        now = self._clock.now()
+        match result.status:
+            case ProviderRefundStatus.SUCCEEDED:
+                refund.status = TransactionStatus.SUCCEEDED.value
+                refund.provider_transaction_id = result.provider_refund_id
+                intent.amount_refunded += refund.amount
+                intent.updated_at = now
+                event_type = "refund.succeeded"
+            case ProviderRefundStatus.FAILED:
+                refund.status = TransactionStatus.FAILED.value
+                refund.failure_code = result.failure_code or "refund_failed"
+                refund.failure_message = result.failure_message
+                event_type = "refund.failed"
+            case ProviderRefundStatus.PENDING:
+                return
+            case _ as unreachable:
+                assert_never(unreachable)
+        refund.updated_at = now
+        self._events.record(
+            session,
+            type=event_type,
+            object_type="refund",
+            object_id=refund.id,
+            payload=TransactionOut.of(refund).model_dump(mode="json"),
+            client_partner_id=refund.client_partner_id,
+            merchant_id=refund.merchant_id,
+            store_id=refund.store_id,
+        )
+
+    # ------------------------------------------------------------------ transactions
+
+    async def list_transactions(
+        self, principal: Principal, intent_id: str, *, limit: int, starting_after: str | None
+    ) -> tuple[list[Transaction], bool]:
+        async with self._db.reading() as session:
+            await self._find(session, principal, intent_id)
+            statement = select(Transaction).where(Transaction.payment_intent_id == intent_id)
+            if starting_after is not None:
+                statement = statement.where(Transaction.id < starting_after)
+            rows = list(
+                (await session.execute(statement.order_by(Transaction.id.desc()).limit(limit + 1))).scalars()
+            )
+        return rows[:limit], len(rows) > limit
+
+    async def get_transaction(self, principal: Principal, transaction_id: str) -> Transaction:
+        async with self._db.reading() as session:
+            statement = principal.scope(
+                select(Transaction).where(Transaction.id == transaction_id), Transaction
+            )
+            txn = (await session.execute(statement)).scalar_one_or_none()
+        if txn is None:
+            raise TransactionNotFound(f"No transaction {transaction_id} in this client's scope.")
+        return txn
+
+    # ------------------------------------------------------------------ internals
+
+    async def _find(
+        self, session: AsyncSession, principal: Principal, intent_id: str, *, lock: bool = False
+    ) -> PaymentIntent:
+        if principal.payment_intent_id is not None and principal.payment_intent_id != intent_id:
+            raise PaymentIntentNotFound(f"No payment intent {intent_id} for this payment token.")
+        statement = principal.scope(select(PaymentIntent).where(PaymentIntent.id == intent_id), PaymentIntent)
+        if lock:
+            statement = statement.with_for_update()
+        intent = (await session.execute(statement)).scalar_one_or_none()
+        if intent is None:
+            raise PaymentIntentNotFound(f"No payment intent {intent_id} in this client's scope.")
+        return intent
+
+    def _require_transition(self, intent: PaymentIntent, target: PaymentStatus) -> None:
+        current = PaymentStatus(intent.status)
+        if not can_transition(current, target):
+            raise InvalidStateTransition(
+                f"A payment intent in status {current} cannot become {target}.",
+                current_status=current.value,
+            )
+
+    def _transition(
+        self, session: AsyncSession, intent: PaymentIntent, target: PaymentStatus, reason: str
+    ) -> None:
+        """The one place a status changes: history row and outbox event go into the same unit of work."""
+        self._require_transition(intent, target)
+        previous = intent.status
+        intent.status = target.value
+        intent.updated_at = self._clock.now()
+        if target is not PaymentStatus.REQUIRES_ACTION:
+            intent.next_action = None
+        session.add(self._history(intent, previous, reason))
+        self._emit_intent(session, intent, event_type_for(target))
+
+    def _history(self, intent: PaymentIntent, previous: str | None, reason: str) -> PaymentIntentStatusChange:
+        return PaymentIntentStatusChange(
+            id=new_id("psc"),
+            payment_intent_id=intent.id,
+            merchant_id=intent.merchant_id,
+            from_status=previous,
+            to_status=intent.status,
+            reason=reason,
+            created_at=self._clock.now(),
+        )
+
+    def _emit_intent(self, session: AsyncSession, intent: PaymentIntent, event_type: str) -> None:
+        self._events.record(
+            session,
+            type=event_type,
+            object_type="payment_intent",
+            object_id=intent.id,
+            payload=PaymentIntentOut.of(intent).model_dump(mode="json"),
+            client_partner_id=intent.client_partner_id,
+            merchant_id=intent.merchant_id,
+            store_id=intent.store_id,
+        )
+
+    def _new_transaction(self, intent: PaymentIntent, kind: TransactionType, amount: int) -> Transaction:
+        now = self._clock.now()
+        return Transaction(
+            id=new_id("txn"),
+            payment_intent_id=intent.id,
+            client_partner_id=intent.client_partner_id,
+            merchant_id=intent.merchant_id,
+            store_id=intent.store_id,
+            type=kind.value,
+            status=TransactionStatus.PENDING.value,
+            amount=amount,
+            currency=intent.currency,
+            created_at=now,
+            updated_at=now,
+        )
+
+    def _provider(self, name: str, method: PaymentMethodType) -> PaymentProvider:
+        if name not in self._providers:
+            raise UnknownProvider(f"No provider {name!r}; known: {', '.join(self._providers.names())}.")
+        provider = self._providers.get(name)
+        if method not in provider.payment_methods:
+            raise PaymentMethodNotSupported(f"{name} does not take {method.value} payments.")
+        return provider
+
+    async def _select_provider(
+        self, session: AsyncSession, intent: PaymentIntent, requested: str | None
+    ) -> tuple[PaymentProvider, StoreProviderConfig]:
+        method = PaymentMethodType(intent.payment_method_type)
+        name = requested or intent.provider_name
+        configs = await self._tenants.active_provider_configs(session, intent.store_id)
+        if name is not None:
+            provider = self._provider(name, method)
+            config = next((config for config in configs if config.provider_code == name), None)
+            if config is None:
+                raise ProviderNotConfigured(f"Store {intent.store_id} has no active {name} configuration.")
+            return provider, config
+        candidates = [
+            config
+            for config in configs
+            if config.provider_code in self._providers
+            and method in self._providers.get(config.provider_code).payment_methods
+        ]
+        if not candidates:
+            raise ProviderNotConfigured(f"Store {intent.store_id} has no active provider for {method.value}.")
+        if len(candidates) > 1:
+            names = ", ".join(config.provider_code for config in candidates)
+            raise ProviderAmbiguous(
+                f"Store {intent.store_id} has several providers for {method.value}: {names}."
+            )
+        return self._providers.get(candidates[0].provider_code), candidates[0]
+
+    async def _refund_route(
+        self, session: AsyncSession, intent: PaymentIntent
+    ) -> tuple[PaymentProvider, StoreProviderConfig]:
+        name = intent.provider_name
+        if name is None or name not in self._providers:
+            raise ProviderNotConfigured("This payment has no provider to refund through.")
+        config = (
+            await session.execute(
+                select(StoreProviderConfig).where(
+                    StoreProviderConfig.store_id == intent.store_id, StoreProviderConfig.provider_code == name
+                )
+            )
+        ).scalar_one_or_none()
+        if config is None:
+            raise ProviderNotConfigured(f"Store {intent.store_id} no longer has a {name} configuration.")
+        return self._providers.get(name), config
+
+    async def _call(self, call: Awaitable[T]) -> T:
+        """A provider call with paymux's deadline on top of the adapter's own; no answer in time is a timeout."""
+        try:
+            return await asyncio.wait_for(call, self._provider_timeout)
+        except TimeoutError as exc:
+            raise ProviderTimeout(f"no answer within {self._provider_timeout} s") from exc

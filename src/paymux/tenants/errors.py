@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from paymux.core.errors import Conflict, Forbidden, NotFound, Unprocessable
+
+
+class StoreNotFound(NotFound):
+    code = "store_not_found"
+    title = "No such store"
+
+
+class TenantConflict(Conflict):
+    code = "tenant_conflict"
+    title = "The tenant tree conflicts with what paymux already holds"
+
+
+class SyncForbidden(Forbidden):
+    code = "sync_forbidden"
+    title = "This client may not sync that partner"
+
+
+class UnknownProviderCode(Unprocessable):
+    code = "unknown_provider"
+    title = "No such provider"

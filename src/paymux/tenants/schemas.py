@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+TenantId = Annotated[int, Field(strict=True, gt=0, lt=2**53)]
+
+
+class ProviderConfigSync(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider_code: str = Field(pattern=r"^[a-z0-9_]{1,32}$", examples=["paypay"])
+    credentials: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=4096)]] | None = (
+        Field(
+            default=None,
+            max_length=32,
+            description="Provider credentials (merchant_id, api_key, api_secret, ...). Omit to keep the stored ones.",
+        )
+    )
+    is_active: bool = True
+    base_url: str | None = Field(
+        default=None,
+        max_length=500,
+        pattern=r"^https?://[^\s]+$",
+        description="Override of the provider's API base URL (a sandbox, say). Default: production.",
+    )
+    webhook_secret: str | None = Field(
+        default=None, max_length=4096, description="Secret the provider signs its webhooks with."
+    )
+
+
+class StoreSync(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    store_id: TenantId
+    store_code: Code
+    name: str | None = Field(default=None, max_length=200)
+    is_active: bool = True
+    provider_configs: list[ProviderConfigSync] = Field(default_factory=list, max_length=50)
+
+    @field_validator("provider_configs")
+    @classmethod
+    def _one_config_per_provider(cls, configs: list[ProviderConfigSync]) -> list[ProviderConfigSync]:
+        codes = [config.provider_code for config in configs]
+        if len(codes) != len(set(codes)):
+            raise ValueError("a store lists each provider_code at most once")
+        return configs
+
+
+class MerchantSync(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    merchant_id: TenantId
+    merchant_code: Code
+    name: str | None = Field(default=None, max_length=200)
+    is_active: bool = True
+    stores: list[StoreSync] = Field(default_factory=list, max_length=1000)
+
+
+class MerchantSyncRequest(BaseModel):
+    """The portal's view of a partner's merchants, stores and provider configs (seed 004), upserted as given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    client_partner_id: TenantId
+    merchants: list[MerchantSync] = Field(max_length=1000)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> MerchantSyncRequest:
+        merchant_ids = [merchant.merchant_id for merchant in self.merchants]
+        store_ids = [store.store_id for merchant in self.merchants for store in merchant.stores]
+        if len(merchant_ids) != len(set(merchant_ids)):
+            raise ValueError("each merchant_id appears once")
+        if len(store_ids) != len(set(store_ids)):
+            raise ValueError("each store_id appears once")
+        return self
+
+
+class MerchantSyncResult(BaseModel):
+    synced_merchants: int
+    synced_stores: int
+
+
+class ProviderConfigOut(BaseModel):
+    """A store's provider config with every secret masked."""
+
+    id: str
+    store_id: int
+    merchant_id: int
+    provider_code: str
+    is_active: bool
+    base_url: str | None
+    credentials: dict[str, str] = Field(description="Credential names with masked values")
+    webhook_secret: str | None = Field(description="Masked, or null when none is set")
+    updated_at: datetime
+
+
+class ProviderConfigList(BaseModel):
+    data: list[ProviderConfigOut]

@@ -1,0 +1,371 @@
+"""Tenant tree upkeep: config sync from the portal, bootstrap from the CLI, and provider config look-ups."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from paymux.auth.service import ApiClientService
+from paymux.core.clock import Clock
+from paymux.core.crypto import EnvelopeCipher, mask_secret
+from paymux.core.db import Database
+from paymux.core.ids import new_id
+from paymux.gateway.principal import CallerType, Principal
+from paymux.providers.base import ProviderCredentials
+from paymux.providers.registry import ProviderRegistry
+from paymux.tenants.errors import StoreNotFound, SyncForbidden, TenantConflict, UnknownProviderCode
+from paymux.tenants.models import ClientPartner, Merchant, Store, StoreProviderConfig
+from paymux.tenants.schemas import (
+    MerchantSync,
+    MerchantSyncRequest,
+    MerchantSyncResult,
+    ProviderConfigOut,
+    ProviderConfigSync,
+    StoreSync,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapResult:
+    client_partner_id: int
+    merchant_id: int
+    store_id: int
+    client_id: str
+    client_secret: str
+
+
+class TenantService:
+    def __init__(
+        self,
+        db: Database,
+        cipher: EnvelopeCipher,
+        clock: Clock,
+        providers: ProviderRegistry,
+        api_clients: ApiClientService,
+    ) -> None:
+        self._db = db
+        self._cipher = cipher
+        self._clock = clock
+        self._providers = providers
+        self._api_clients = api_clients
+
+    # ------------------------------------------------------------------ config sync (seed 004)
+
+    async def sync(self, principal: Principal, request: MerchantSyncRequest) -> MerchantSyncResult:
+        """Upsert merchants, stores and provider configs of one partner, all or nothing."""
+        if principal.caller_type is not CallerType.API_CLIENT or principal.merchant_id is not None:
+            raise SyncForbidden("Config sync needs an API client scoped to the whole partner.")
+        if principal.client_partner_id != request.client_partner_id:
+            raise SyncForbidden(f"This client may not sync client_partner_id {request.client_partner_id}.")
+        requested_codes = {
+            config.provider_code
+            for merchant_sync in request.merchants
+            for store_sync in merchant_sync.stores
+            for config in store_sync.provider_configs
+        }
+        if unknown := sorted(code for code in requested_codes if code not in self._providers):
+            raise UnknownProviderCode(
+                f"Unknown provider_code {', '.join(unknown)}; known: {', '.join(self._providers.names())}."
+            )
+        async with self._db.unit_of_work() as session:
+            partner = await session.get(ClientPartner, request.client_partner_id)
+            if partner is None:
+                raise SyncForbidden(f"client_partner_id {request.client_partner_id} does not exist.")
+            for merchant_sync in request.merchants:
+                merchant = await self._upsert_merchant(session, request.client_partner_id, merchant_sync)
+                for store_sync in merchant_sync.stores:
+                    store = await self._upsert_store(session, merchant, store_sync)
+                    for config_sync in store_sync.provider_configs:
+                        await self._upsert_provider_config(session, store, config_sync)
+        return MerchantSyncResult(
+            synced_merchants=len(request.merchants),
+            synced_stores=sum(len(merchant.stores) for merchant in request.merchants),
+        )
+
+    async def _upsert_merchant(self, session: AsyncSession, partner_id: int, sync: MerchantSync) -> Merchant:
+        now = self._clock.now()
+        merchant = await session.get(Merchant, sync.merchant_id, with_for_update=True)
+        if merchant is not None and merchant.client_partner_id != partner_id:
+            raise TenantConflict(f"merchant_id {sync.merchant_id} belongs to another partner.")
+        same_code = (
+            await session.execute(
+                select(Merchant.id).where(
+                    Merchant.client_partner_id == partner_id,
+                    Merchant.merchant_code == sync.merchant_code,
+                    Merchant.id != sync.merchant_id,
+                )
+            )
+        ).scalar_one_or_none()
+        if same_code is not None:
+            raise TenantConflict(f"merchant_code {sync.merchant_code!r} is already merchant_id {same_code}.")
+        if merchant is None:
+            merchant = Merchant(id=sync.merchant_id, client_partner_id=partner_id, created_at=now)
+            session.add(merchant)
+        merchant.merchant_code = sync.merchant_code
+        merchant.name = sync.name
+        merchant.is_active = sync.is_active
+        merchant.updated_at = now
+        await session.flush()
+        return merchant
+
+    async def _upsert_store(self, session: AsyncSession, merchant: Merchant, sync: StoreSync) -> Store:
+        now = self._clock.now()
+        store = await session.get(Store, sync.store_id, with_for_update=True)
+        if store is not None and store.merchant_id != merchant.id:
+            raise TenantConflict(f"store_id {sync.store_id} belongs to another merchant.")
+        same_code = (
+            await session.execute(
+                select(Store.id).where(
+                    Store.merchant_id == merchant.id,
+                    Store.store_code == sync.store_code,
+                    Store.id != sync.store_id,
+                )
+            )
+        ).scalar_one_or_none()
+        if same_code is not None:
+            raise TenantConflict(f"store_code {sync.store_code!r} is already store_id {same_code}.")
+        if store is None:
+            store = Store(
+                id=sync.store_id,
+                merchant_id=merchant.id,
+                client_partner_id=merchant.client_partner_id,
+                created_at=now,
+            )
+            session.add(store)
+        store.store_code = sync.store_code
+        store.name = sync.name
+        store.is_active = sync.is_active
+        store.updated_at = now
+        await session.flush()
+        return store
+
+    async def _upsert_provider_config(
+        self, session: AsyncSession, store: Store, sync: ProviderConfigSync
+    ) -> StoreProviderConfig:
+        now = self._clock.now()
+        config = (
+            await session.execute(
+                select(StoreProviderConfig)
+                .where(
+                    StoreProviderConfig.store_id == store.id,
+                    StoreProviderConfig.provider_code == sync.provider_code,
+                )
+                .with_for_update()
+            )
+        ).scalar_one_or_none()
+        if config is None:
+            if sync.credentials is None:
+                raise TenantConflict(
+                    f"store {store.id} has no {sync.provider_code} config yet: send its credentials."
+                )
+            config = StoreProviderConfig(
+                id=new_id("pcfg"),
+                store_id=store.id,
+                merchant_id=store.merchant_id,
+                client_partner_id=store.client_partner_id,
+                provider_code=sync.provider_code,
+                created_at=now,
+            )
+            session.add(config)
+        if sync.credentials is not None:
+            config.credentials_sealed = self._cipher.seal_json(
+                sync.credentials, context=self._context(store.id, sync.provider_code, "credentials")
+            )
+        if sync.webhook_secret is not None:
+            config.webhook_secret_sealed = self._cipher.seal_text(
+                sync.webhook_secret, context=self._context(store.id, sync.provider_code, "webhook_secret")
+            )
+        config.base_url = sync.base_url
+        config.is_active = sync.is_active
+        config.updated_at = now
+        await session.flush()
+        return config
+
+    @staticmethod
+    def _context(store_id: int, provider_code: str, part: str) -> str:
+        return f"store_provider_config:{store_id}:{provider_code}:{part}"
+
+    # ------------------------------------------------------------------ look-ups for other domains
+
+    async def store_in_scope(self, session: AsyncSession, principal: Principal, store_id: int) -> Store:
+        store = await session.get(Store, store_id)
+        if store is None or not principal.sees(
+            client_partner_id=store.client_partner_id, merchant_id=store.merchant_id, store_id=store.id
+        ):
+            raise StoreNotFound(f"No store {store_id} in this client's scope.")
+        return store
+
+    async def merchant_is_active(self, session: AsyncSession, merchant_id: int) -> bool:
+        merchant = await session.get(Merchant, merchant_id)
+        return merchant is not None and merchant.is_active
+
+    async def active_provider_configs(
+        self, session: AsyncSession, store_id: int
+    ) -> list[StoreProviderConfig]:
+        statement = select(StoreProviderConfig).where(
+            StoreProviderConfig.store_id == store_id, StoreProviderConfig.is_active.is_(True)
+        )
+        return list((await session.execute(statement.order_by(StoreProviderConfig.provider_code))).scalars())
+
+    def credentials(self, config: StoreProviderConfig) -> ProviderCredentials:
+        """Decrypt a config's credentials for one provider call."""
+        values = self._cipher.open_json(
+            config.credentials_sealed,
+            context=self._context(config.store_id, config.provider_code, "credentials"),
+        )
+        webhook_secret = None
+        if config.webhook_secret_sealed is not None:
+            webhook_secret = self._cipher.open_text(
+                config.webhook_secret_sealed,
+                context=self._context(config.store_id, config.provider_code, "webhook_secret"),
+            )
+        return ProviderCredentials(values=values, base_url=config.base_url, webhook_secret=webhook_secret)
+
+    async def provider_configs(self, principal: Principal, store_id: int) -> list[ProviderConfigOut]:
+        async with self._db.reading() as session:
+            await self.store_in_scope(session, principal, store_id)
+            configs = (
+                await session.execute(
+                    select(StoreProviderConfig)
+                    .where(StoreProviderConfig.store_id == store_id)
+                    .order_by(StoreProviderConfig.provider_code)
+                )
+            ).scalars()
+            return [self._masked(config) for config in configs]
+
+    def _masked(self, config: StoreProviderConfig) -> ProviderConfigOut:
+        credentials = self.credentials(config)
+        return ProviderConfigOut(
+            id=config.id,
+            store_id=config.store_id,
+            merchant_id=config.merchant_id,
+            provider_code=config.provider_code,
+            is_active=config.is_active,
+            base_url=config.base_url,
+            credentials={name: mask_secret(value) for name, value in sorted(credentials.values.items())},
+            webhook_secret=mask_secret(credentials.webhook_secret) if credentials.webhook_secret else None,
+            updated_at=config.updated_at,
+        )
+
+    # ------------------------------------------------------------------ bootstrap (CLI)
+
+    async def bootstrap(
+        self,
+        *,
+        partner_name: str,
+        merchant_code: str,
+        store_code: str,
+        client_name: str = "bootstrap",
+        test_provider: bool = False,
+        reuse_client: bool = False,
+    ) -> BootstrapResult:
+        """Create what does not exist of partner -> merchant -> store, and a new merchant-scoped API client.
+
+        With `reuse_client`, an existing client of that name is returned (with its secret) instead.
+        """
+        now = self._clock.now()
+        async with self._db.unit_of_work() as session:
+            partner = (
+                await session.execute(select(ClientPartner).where(ClientPartner.name == partner_name))
+            ).scalar_one_or_none()
+            if partner is None:
+                partner = ClientPartner(
+                    id=await self._next_id(session, ClientPartner),
+                    name=partner_name,
+                    created_at=now,
+                    updated_at=now,
+                )
+                session.add(partner)
+                await session.flush()
+            merchant = (
+                await session.execute(
+                    select(Merchant).where(
+                        Merchant.client_partner_id == partner.id, Merchant.merchant_code == merchant_code
+                    )
+                )
+            ).scalar_one_or_none()
+            if merchant is None:
+                merchant = Merchant(
+                    id=await self._next_id(session, Merchant),
+                    client_partner_id=partner.id,
+                    merchant_code=merchant_code,
+                    is_active=True,
+                    created_at=now,
+                    updated_at=now,
+                )
+                session.add(merchant)
+                await session.flush()
+            store = (
+                await session.execute(
+                    select(Store).where(Store.merchant_id == merchant.id, Store.store_code == store_code)
+                )
+            ).scalar_one_or_none()
+            if store is None:
+                store = Store(
+                    id=await self._next_id(session, Store),
+                    merchant_id=merchant.id,
+                    client_partner_id=partner.id,
+                    store_code=store_code,
+                    is_active=True,
+                    created_at=now,
+                    updated_at=now,
+                )
+                session.add(store)
+                await session.flush()
+            if test_provider:
+                await self._upsert_provider_config(
+                    session, store, ProviderConfigSync(provider_code="test", credentials={}, is_active=True)
+                )
+            existing = (
+                await self._api_clients.find_by_name(session, client_name, merchant.id)
+                if reuse_client
+                else None
+            )
+            if existing is not None:
+                client_id, secret = existing.id, self._api_clients.reveal_secret(existing)
+            else:
+                issued = await self._api_clients.create(
+                    session, name=client_name, client_partner_id=partner.id, merchant_id=merchant.id
+                )
+                client_id, secret = issued.client.id, issued.secret
+            return BootstrapResult(
+                client_partner_id=partner.id,
+                merchant_id=merchant.id,
+                store_id=store.id,
+                client_id=client_id,
+                client_secret=secret,
+            )
+
+    async def create_client(
+        self, *, name: str, partner_id: int, merchant_id: int | None = None, store_id: int | None = None
+    ) -> tuple[str, str]:
+        """An API client scoped to a partner, a merchant or a store; returns (client_id, secret)."""
+        async with self._db.unit_of_work() as session:
+            if await session.get(ClientPartner, partner_id) is None:
+                raise TenantConflict(f"No client partner {partner_id}.")
+            if store_id is not None:
+                store = await session.get(Store, store_id)
+                if store is None or store.client_partner_id != partner_id:
+                    raise StoreNotFound(f"No store {store_id} under partner {partner_id}.")
+                if merchant_id is not None and merchant_id != store.merchant_id:
+                    raise TenantConflict(f"Store {store_id} belongs to merchant {store.merchant_id}.")
+                merchant_id = store.merchant_id
+            elif merchant_id is not None:
+                merchant = await session.get(Merchant, merchant_id)
+                if merchant is None or merchant.client_partner_id != partner_id:
+                    raise TenantConflict(f"No merchant {merchant_id} under partner {partner_id}.")
+            issued = await self._api_clients.create(
+                session, name=name, client_partner_id=partner_id, merchant_id=merchant_id, store_id=store_id
+            )
+            return issued.client.id, issued.secret
+
+    @staticmethod
+    async def _next_id(
+        session: AsyncSession, model: type[ClientPartner] | type[Merchant] | type[Store]
+    ) -> int:
+        # Ids of the tenant tree are normally the portal's; bootstrap takes the next free one. The CLI runs
+        # one bootstrap at a time, and a concurrent one fails on the primary key rather than merging.
+        highest = (await session.execute(select(func.max(model.id)))).scalar_one_or_none()
+        return int(highest or 0) + 1
