@@ -10,7 +10,6 @@ from typing import Annotated, Any, TypeVar
 import typer
 import uvicorn
 from rich.console import Console
-from rich.panel import Panel
 
 from paymux import migrations
 from paymux.config import Settings
@@ -105,21 +104,20 @@ def demo(
         )
     )
     base = f"http://{host}:{port}"
-    console.print(
-        Panel.fit(
-            "\n".join(
-                [
-                    f"API            {base}   (docs: {base}/docs)",
-                    f"database       {settings.database_url}",
-                    f"merchant_id    {result.merchant_id}",
-                    f"store_id       {result.store_id}",
-                    f"export PAYMUX_CLIENT_ID={result.client_id}",
-                    f"export PAYMUX_CLIENT_SECRET={result.client_secret}",
-                ]
-            ),
-            title="paymux demo",
-        )
-    )
+    # Plain lines, not a box: they must survive copy and paste at any terminal width.
+    lines = [
+        f"paymux demo: API on {base} (docs: {base}/docs), database {settings.database_url}",
+        f"demo merchant {result.merchant_id}, store {result.store_id}, with the built-in test provider",
+        "",
+        "In another terminal, paste these lines, then follow the README tour:",
+        "",
+        f"export BASE={base}",
+        f"export PAYMUX_CLIENT_ID={result.client_id}",
+        f"export PAYMUX_CLIENT_SECRET={result.client_secret}",
+        f"export PAYMUX_STORE_ID={result.store_id}",
+        "",
+    ]
+    typer.echo("\n".join(lines), err=True)
     _serve(host, port)
 
 

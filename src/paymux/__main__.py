@@ -1,0 +1,3 @@
+from paymux.cli import main
+
+main()
