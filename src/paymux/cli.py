@@ -14,6 +14,7 @@ from rich.console import Console
 from paymux import migrations
 from paymux.config import Settings
 from paymux.container import Container
+from paymux.core.db import to_async_url
 from paymux.core.errors import PaymuxError
 from paymux.tenants.service import BootstrapResult
 
@@ -69,6 +70,12 @@ def serve(
     workers: Annotated[int, typer.Option(help="Worker processes (PostgreSQL only: SQLite takes one).")] = 1,
 ) -> None:
     """Serve the HTTP API."""
+    settings = Settings()
+    if workers > 1 and to_async_url(settings.database_url).get_backend_name() == "sqlite":
+        console.print(
+            "[red]error:[/red] SQLite serves one process; use PostgreSQL (PAYMUX_DATABASE_URL) for --workers > 1"
+        )
+        raise typer.Exit(code=2)
     _serve(host, port, workers)
 
 

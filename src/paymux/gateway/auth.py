@@ -115,7 +115,9 @@ async def _authenticate_token(request: Request, token: str) -> Principal:
         payment_intent_id=record.payment_intent_id,
         payment_token_hash=record.token_hash,
     )
-    state = await container.rate_limiter.hit(merchant_id=record.merchant_id, store_id=record.store_id)
+    state = await container.rate_limiter.hit(
+        merchant_id=record.merchant_id, store_id=record.store_id, count_global=False
+    )
     if state is not None and (
         request.state.rate_limit is None or state.remaining < request.state.rate_limit.remaining
     ):

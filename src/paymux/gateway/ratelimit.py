@@ -63,12 +63,21 @@ class RateLimiter:
         self._limiter = SlidingWindowCounterRateLimiter(self._storage)
 
     async def hit(
-        self, *, ip: str | None = None, merchant_id: int | None = None, store_id: int | None = None
+        self,
+        *,
+        ip: str | None = None,
+        merchant_id: int | None = None,
+        store_id: int | None = None,
+        count_global: bool = True,
     ) -> LimitState | None:
-        """Count one request against each applicable limit; raises `TooManyRequests` when one is exhausted."""
+        """Count one request against each applicable limit; raises `TooManyRequests` when one is exhausted.
+
+        A request counted in two steps (its IP before its credentials are checked, its merchant after) passes
+        `count_global=False` on the second step, so it counts once against the global limit.
+        """
         if not self.enabled:
             return None
-        keys: list[tuple[str, str]] = [("global", "all")]
+        keys: list[tuple[str, str]] = [("global", "all")] if count_global else []
         if merchant_id is not None:
             keys.append(("merchant", str(merchant_id)))
         if store_id is not None:
