@@ -6,6 +6,7 @@ from paymux.events.models import Event
 from paymux.gateway.models import IdempotencyRecord
 from paymux.payments.models import PaymentIntent, PaymentIntentStatusChange, Transaction
 from paymux.tenants.models import ClientPartner, Merchant, Store, StoreProviderConfig
+from paymux.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "ApiClient",
@@ -20,4 +21,7 @@ __all__ = [
     "Store",
     "StoreProviderConfig",
     "Transaction",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]
