@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,10 +25,13 @@ from paymux.core.errors import (
     install_problem_handlers,
 )
 from paymux.core.logging import configure_logging
+from paymux.events.api import router as events_router
 from paymux.gateway.middleware import EdgeMiddleware
 from paymux.payments.api import router as payments_router
 from paymux.providers.base import PaymentProvider
 from paymux.tenants.api import router as tenants_router
+from paymux.webhooks.api import router as webhooks_router
+from paymux.worker import Worker
 
 DESCRIPTION = """\
 One API in front of many payment providers.
@@ -59,8 +63,17 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        await container.close()
+        embedded = None
+        stop = asyncio.Event()
+        if settings.embedded_worker:
+            embedded = asyncio.create_task(Worker(container).run(stop))
+        try:
+            yield
+        finally:
+            if embedded is not None:
+                stop.set()
+                await embedded
+            await container.close()
 
     app = FastAPIOffline(
         title="paymux",
@@ -76,6 +89,8 @@ def create_app(
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(payments_router)
     app.include_router(tenants_router)
+    app.include_router(events_router)
+    app.include_router(webhooks_router)
 
     @app.get("/healthz", response_model=Health, tags=["operations"], summary="Liveness")
     async def healthz() -> Health:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -16,7 +18,9 @@ from paymux.config import Settings
 from paymux.container import Container
 from paymux.core.db import to_async_url
 from paymux.core.errors import PaymuxError
+from paymux.core.logging import configure_logging
 from paymux.tenants.service import BootstrapResult
+from paymux.worker import Worker
 
 T = TypeVar("T")
 
@@ -93,11 +97,40 @@ def _serve(host: str, port: int, workers: int = 1) -> None:
 
 
 @app.command()
+def worker() -> None:
+    """Run the outbox relay, webhook delivery and housekeeping until SIGTERM or SIGINT."""
+    settings = Settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+
+    async def run() -> None:
+        container = Container.build(settings)
+        stop = asyncio.Event()
+        process = Worker(container)
+        loop = asyncio.get_running_loop()
+
+        def shutdown() -> None:
+            process.stop_soon()
+            stop.set()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, shutdown)
+        try:
+            await process.run(stop)
+        finally:
+            await container.close()
+
+    asyncio.run(run())
+
+
+@app.command()
 def demo(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
     """Migrate the database, seed a demo tenant, print its credentials and serve."""
+    # One process: the worker runs inside the server, and webhooks may go to local receivers.
+    os.environ.setdefault("PAYMUX_EMBEDDED_WORKER", "true")
+    os.environ.setdefault("PAYMUX_WEBHOOKS_ALLOW_PRIVATE", "true")
     settings = Settings()
     migrations.upgrade(settings.database_url)
     result = _with_container(

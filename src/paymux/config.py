@@ -63,6 +63,19 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Addresses whose X-Forwarded-For is believed when finding the client IP.",
     )
+    webhooks_allow_private: bool = Field(
+        default=False,
+        description="Allow http:// and private or loopback webhook addresses (development and tests only).",
+    )
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, description="Deadline of one webhook request.")
+    webhook_lease_seconds: int = Field(
+        default=30, ge=1, description="How long a worker holds an endpoint before another may take it over."
+    )
+    worker_poll_seconds: float = Field(default=0.5, gt=0, description="How long an idle worker waits.")
+    embedded_worker: bool = Field(
+        default=False,
+        description="Run the worker inside `paymux serve` (one process; `paymux demo` sets it).",
+    )
     log_level: str = "INFO"
     log_json: bool = Field(default=False, description="JSON log lines instead of the console renderer.")
 

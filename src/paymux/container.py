@@ -12,7 +12,7 @@ from paymux.config import Settings
 from paymux.core.clock import Clock, SystemClock
 from paymux.core.crypto import EnvelopeCipher, load_key_encryption_key
 from paymux.core.db import Database
-from paymux.events.service import EventRecorder
+from paymux.events.service import EventService
 from paymux.gateway.idempotency import IdempotencyStore
 from paymux.gateway.ratelimit import RateLimiter, RateLimits
 from paymux.gateway.replay import MemoryReplayGuard, RedisReplayGuard, ReplayGuard
@@ -21,6 +21,7 @@ from paymux.providers.base import PaymentProvider
 from paymux.providers.registry import ProviderRegistry
 from paymux.providers.testmode import BuiltinTestProvider
 from paymux.tenants.service import TenantService
+from paymux.webhooks.service import WebhookService
 
 
 def default_providers() -> list[PaymentProvider]:
@@ -38,11 +39,12 @@ class Container:
     replay_guard: ReplayGuard
     idempotency: IdempotencyStore
     providers: ProviderRegistry
-    events: EventRecorder
+    events: EventService
     api_clients: ApiClientService
     payment_tokens: PaymentTokenService
     tenants: TenantService
     payments: PaymentService
+    webhooks: WebhookService
 
     @classmethod
     def build(
@@ -69,7 +71,7 @@ class Container:
             enabled=settings.ratelimit_enabled,
         )
         registry = ProviderRegistry(providers if providers is not None else default_providers())
-        events = EventRecorder(clock)
+        events = EventService(db, clock)
         api_clients = ApiClientService(db, cipher, clock)
         payment_tokens = PaymentTokenService(db, clock, timedelta(seconds=settings.payment_token_ttl_seconds))
         tenants = TenantService(db, cipher, clock, registry, api_clients)
@@ -103,6 +105,7 @@ class Container:
             payment_tokens=payment_tokens,
             tenants=tenants,
             payments=payments,
+            webhooks=WebhookService(db, clock, cipher, allow_private=settings.webhooks_allow_private),
         )
 
     async def close(self) -> None:

@@ -1,19 +1,29 @@
-"""Writes outbox events inside the caller's unit of work."""
+"""The outbox: writes events inside the caller's unit of work, and reads them for polling consumers."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.core.clock import Clock
+from paymux.core.db import Database
+from paymux.core.errors import NotFound
 from paymux.core.ids import new_id
 from paymux.events.models import Event
+from paymux.gateway.principal import Principal
 
 
-class EventRecorder:
-    def __init__(self, clock: Clock) -> None:
+class EventNotFound(NotFound):
+    code = "event_not_found"
+    title = "No such event"
+
+
+class EventService:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
         self._clock = clock
 
     def record(
@@ -28,6 +38,7 @@ class EventRecorder:
         merchant_id: int,
         store_id: int | None,
     ) -> Event:
+        """Add an event to the caller's unit of work: it commits if and only if the change it describes does."""
         event = Event(
             id=new_id("evt"),
             type=type,
@@ -40,4 +51,34 @@ class EventRecorder:
             created_at=self._clock.now(),
         )
         session.add(event)
+        return event
+
+    async def list_events(
+        self,
+        principal: Principal,
+        *,
+        type: str | None,
+        object_id: str | None,
+        limit: int,
+        starting_after: str | None,
+    ) -> tuple[list[Event], bool]:
+        statement = principal.scope(select(Event), Event)
+        if type is not None:
+            statement = statement.where(Event.type == type)
+        if object_id is not None:
+            statement = statement.where(Event.object_id == object_id)
+        if starting_after is not None:
+            statement = statement.where(Event.id < starting_after)
+        async with self._db.reading() as session:
+            rows = list(
+                (await session.execute(statement.order_by(Event.id.desc()).limit(limit + 1))).scalars()
+            )
+        return rows[:limit], len(rows) > limit
+
+    async def get(self, principal: Principal, event_id: str) -> Event:
+        statement = principal.scope(select(Event).where(Event.id == event_id), Event)
+        async with self._db.reading() as session:
+            event = (await session.execute(statement)).scalar_one_or_none()
+        if event is None:
+            raise EventNotFound(f"No event {event_id} in this client's scope.")
         return event

@@ -16,7 +16,7 @@ from paymux.auth.service import IssuedToken, PaymentTokenService
 from paymux.core.clock import Clock
 from paymux.core.db import Database
 from paymux.core.ids import new_id
-from paymux.events.service import EventRecorder
+from paymux.events.service import EventService
 from paymux.gateway.principal import Principal
 from paymux.payments.errors import (
     CaptureAmountTooLarge,
@@ -83,7 +83,7 @@ class PaymentService:
         *,
         tenants: TenantService,
         tokens: PaymentTokenService,
-        events: EventRecorder,
+        events: EventService,
         providers: ProviderRegistry,
         provider_timeout: float,
     ) -> None:

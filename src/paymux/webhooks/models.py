@@ -1,12 +1,19 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from paymux.core.db import Base, JSONDocument, UTCDateTime
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    DEAD = "dead"  # the dead-letter state: retries ran out, or the endpoint went away
 
 
 class WebhookEndpoint(Base):

@@ -1,0 +1,81 @@
+"""`paymux worker`: the outbox relay, webhook delivery and housekeeping, in a loop until told to stop.
+
+Any number of workers run side by side on PostgreSQL (they share work through SKIP LOCKED and endpoint leases);
+on SQLite run one. On SIGTERM or SIGINT a worker finishes the requests it has in flight, records them, releases
+its leases and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+from datetime import timedelta
+
+import structlog
+
+from paymux.container import Container
+from paymux.core.ids import new_id
+from paymux.webhooks.dispatcher import WebhookDispatcher
+from paymux.webhooks.ssrf import guarded_client
+
+log = structlog.get_logger(__name__)
+
+HOUSEKEEPING_EVERY = timedelta(minutes=10)
+
+
+class Worker:
+    def __init__(self, container: Container, *, worker_id: str | None = None) -> None:
+        settings = container.settings
+        self.container = container
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{new_id('wk')[-6:]}"
+        self._http = guarded_client(
+            allow_private=settings.webhooks_allow_private, timeout=settings.webhook_timeout_seconds
+        )
+        self.dispatcher = WebhookDispatcher(
+            container.db,
+            container.clock,
+            container.webhooks,
+            self._http,
+            worker_id=self.worker_id,
+            lease=timedelta(seconds=settings.webhook_lease_seconds),
+            random=random.SystemRandom().random,
+            send_timeout=settings.webhook_timeout_seconds,
+        )
+        self._poll = settings.worker_poll_seconds
+        self._next_housekeeping = container.clock.now()
+
+    async def run_once(self) -> int:
+        """One round of every job; returns how much work it found."""
+        relayed = await self.dispatcher.relay()
+        sent = await self.dispatcher.dispatch()
+        now = self.container.clock.now()
+        if now >= self._next_housekeeping:
+            purged = await self.container.idempotency.purge_expired()
+            if purged:
+                log.info("purged expired idempotency keys", count=purged)
+            self._next_housekeeping = now + HOUSEKEEPING_EVERY
+        return relayed + sent
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("worker started", worker=self.worker_id)
+        try:
+            while not stop.is_set():
+                try:
+                    busy = await self.run_once()
+                except Exception:
+                    log.exception("worker round failed; retrying")
+                    busy = 0
+                if not busy:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=self._poll)
+        finally:
+            self.dispatcher.stopping = True
+            await self._http.aclose()
+            log.info("worker stopped", worker=self.worker_id)
+
+    def stop_soon(self) -> None:
+        """Stop taking new deliveries; requests in flight finish and are recorded."""
+        self.dispatcher.stopping = True
