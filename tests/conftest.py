@@ -102,6 +102,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         master_key=TEST_MASTER_KEY,  # type: ignore[arg-type]
         master_key_file=tmp_path / "master.key",
         log_level="WARNING",
+        webhooks_allow_private=True,  # test receivers listen on loopback
     )
 
 

@@ -12,6 +12,7 @@ import contextlib
 import os
 import random
 import socket
+from collections.abc import Callable
 from datetime import timedelta
 
 import structlog
@@ -27,7 +28,13 @@ HOUSEKEEPING_EVERY = timedelta(minutes=10)
 
 
 class Worker:
-    def __init__(self, container: Container, *, worker_id: str | None = None) -> None:
+    def __init__(
+        self,
+        container: Container,
+        *,
+        worker_id: str | None = None,
+        jitter: Callable[[], float] | None = None,
+    ) -> None:
         settings = container.settings
         self.container = container
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{new_id('wk')[-6:]}"
@@ -41,7 +48,7 @@ class Worker:
             self._http,
             worker_id=self.worker_id,
             lease=timedelta(seconds=settings.webhook_lease_seconds),
-            random=random.SystemRandom().random,
+            random=jitter or random.SystemRandom().random,
             send_timeout=settings.webhook_timeout_seconds,
         )
         self._poll = settings.worker_poll_seconds
@@ -75,6 +82,10 @@ class Worker:
             self.dispatcher.stopping = True
             await self._http.aclose()
             log.info("worker stopped", worker=self.worker_id)
+
+    async def aclose(self) -> None:
+        """Release what `run_once` callers hold (`run` does this itself)."""
+        await self._http.aclose()
 
     def stop_soon(self) -> None:
         """Stop taking new deliveries; requests in flight finish and are recorded."""
