@@ -6,9 +6,10 @@ import json
 import time
 
 import structlog
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from paymux.core.errors import PayloadTooLarge, problem_body
+from paymux.core.errors import problem_body
 from paymux.core.ids import new_id
 from paymux.gateway.ratelimit import LimitState
 
@@ -38,9 +39,11 @@ class EdgeMiddleware:
         state["request_id"] = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id)
         status_holder = [500]
+        response_started = [False]
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
+                response_started[0] = True
                 status_holder[0] = message["status"]
                 extra = [(b"x-request-id", request_id.encode())]
                 limit: LimitState | None = state.get("rate_limit")
@@ -57,9 +60,30 @@ class EdgeMiddleware:
         try:
             declared = headers.get(b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-                await self._too_large(send_with_headers, request_id)
+                await self._problem(
+                    send_with_headers,
+                    413,
+                    "payload_too_large",
+                    "Request body too large",
+                    f"Request bodies are limited to {self.max_body_bytes} bytes.",
+                    request_id,
+                )
                 return
             await self.app(scope, self._limited(receive), send_with_headers)
+        except Exception:
+            # Rendered here rather than by Starlette's outermost error middleware, so the 500 carries the
+            # X-Request-Id header like every other answer.
+            log.exception("unhandled error", path=scope["path"])
+            status_holder[0] = 500
+            if not response_started[0]:
+                await self._problem(
+                    send_with_headers,
+                    500,
+                    "internal_error",
+                    "Internal server error",
+                    "Something went wrong on our side; the request id identifies it in the logs.",
+                    request_id,
+                )
         finally:
             log.info(
                 "request",
@@ -79,25 +103,21 @@ class EdgeMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise PayloadTooLarge(f"Request bodies are limited to {self.max_body_bytes} bytes.")
+                    # An HTTPException, because FastAPI's body parser turns any other exception into a 400.
+                    raise HTTPException(413, f"Request bodies are limited to {self.max_body_bytes} bytes.")
             return message
 
         return limited_receive
 
-    async def _too_large(self, send: Send, request_id: str) -> None:
+    @staticmethod
+    async def _problem(send: Send, status: int, code: str, title: str, detail: str, request_id: str) -> None:
         body = json.dumps(
-            problem_body(
-                status=413,
-                code="payload_too_large",
-                title="Request body too large",
-                detail=f"Request bodies are limited to {self.max_body_bytes} bytes.",
-                request_id=request_id,
-            )
+            problem_body(status=status, code=code, title=title, detail=detail, request_id=request_id)
         ).encode()
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": status,
                 "headers": [
                     (b"content-type", b"application/problem+json"),
                     (b"content-length", str(len(body)).encode()),

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
+from pydantic import AwareDatetime
 
 from paymux.core.errors import problem_responses
 from paymux.core.pagination import Limit, StartingAfter
@@ -69,8 +69,12 @@ async def list_payment_intents(
     store_id: Annotated[int | None, Query(gt=0, lt=2**53)] = None,
     merchant_id: Annotated[int | None, Query(gt=0, lt=2**53)] = None,
     merchant_ref_id: Annotated[str | None, Query(max_length=128)] = None,
-    created_gte: Annotated[datetime | None, Query(description="Created at or after (RFC 3339)")] = None,
-    created_lte: Annotated[datetime | None, Query(description="Created at or before (RFC 3339)")] = None,
+    created_gte: Annotated[
+        AwareDatetime | None, Query(description="Created at or after (RFC 3339, with a UTC offset)")
+    ] = None,
+    created_lte: Annotated[
+        AwareDatetime | None, Query(description="Created at or before (RFC 3339, with a UTC offset)")
+    ] = None,
 ) -> PaymentIntentList:
     filters = IntentFilters(
         status=status,

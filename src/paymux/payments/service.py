@@ -112,17 +112,28 @@ class PaymentService:
                     session, store.merchant_id
                 ):
                     raise StoreInactive(f"Store {store.id} or its merchant is deactivated.")
-                taken = await session.execute(
-                    select(PaymentIntent.id).where(
-                        PaymentIntent.merchant_id == store.merchant_id,
-                        PaymentIntent.merchant_ref_id == request.merchant_ref_id,
+                taken = (
+                    await session.execute(
+                        select(PaymentIntent.id, PaymentIntent.store_id).where(
+                            PaymentIntent.merchant_id == store.merchant_id,
+                            PaymentIntent.merchant_ref_id == request.merchant_ref_id,
+                        )
                     )
-                )
-                if (existing := taken.scalar_one_or_none()) is not None:
-                    raise MerchantRefTaken(
-                        f"merchant_ref_id {request.merchant_ref_id!r} is {existing}.",
-                        payment_intent_id=existing,
-                    )
+                ).one_or_none()
+                if taken is not None:
+                    existing_id, existing_store = taken
+                    # Name the existing intent only to a caller who may see it (a store-scoped client may not
+                    # see its sibling stores' intents).
+                    if principal.sees(
+                        client_partner_id=store.client_partner_id,
+                        merchant_id=store.merchant_id,
+                        store_id=existing_store,
+                    ):
+                        raise MerchantRefTaken(
+                            f"merchant_ref_id {request.merchant_ref_id!r} is {existing_id}.",
+                            payment_intent_id=existing_id,
+                        )
+                    raise MerchantRefTaken(f"merchant_ref_id {request.merchant_ref_id!r} is already used.")
                 intent = PaymentIntent(
                     id=new_id("pi"),
                     client_partner_id=store.client_partner_id,

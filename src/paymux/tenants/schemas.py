@@ -25,10 +25,13 @@ class ProviderConfigSync(BaseModel):
         default=None,
         max_length=500,
         pattern=r"^https?://[^\s]+$",
-        description="Override of the provider's API base URL (a sandbox, say). Default: production.",
+        description="Override of the provider's API base URL (a sandbox, say). Omitted: kept as stored; "
+        "null: back to the provider's production URL.",
     )
     webhook_secret: str | None = Field(
-        default=None, max_length=4096, description="Secret the provider signs its webhooks with."
+        default=None,
+        max_length=4096,
+        description="Secret the provider signs its webhooks with. Omitted: kept as stored; null: removed.",
     )
 
 

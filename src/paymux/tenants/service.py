@@ -27,6 +27,16 @@ from paymux.tenants.schemas import (
 )
 
 
+def _assign(row: object, **values: object) -> bool:
+    """Set the attributes that differ; True when anything changed."""
+    changed = False
+    for name, value in values.items():
+        if getattr(row, name, None) != value:
+            setattr(row, name, value)
+            changed = True
+    return changed
+
+
 @dataclass(frozen=True, slots=True)
 class BootstrapResult:
     client_partner_id: int
@@ -88,7 +98,7 @@ class TenantService:
         now = self._clock.now()
         merchant = await session.get(Merchant, sync.merchant_id, with_for_update=True)
         if merchant is not None and merchant.client_partner_id != partner_id:
-            raise TenantConflict(f"merchant_id {sync.merchant_id} belongs to another partner.")
+            raise TenantConflict(f"merchant_id {sync.merchant_id} cannot be synced by this partner.")
         same_code = (
             await session.execute(
                 select(Merchant.id).where(
@@ -103,10 +113,8 @@ class TenantService:
         if merchant is None:
             merchant = Merchant(id=sync.merchant_id, client_partner_id=partner_id, created_at=now)
             session.add(merchant)
-        merchant.merchant_code = sync.merchant_code
-        merchant.name = sync.name
-        merchant.is_active = sync.is_active
-        merchant.updated_at = now
+        if _assign(merchant, merchant_code=sync.merchant_code, name=sync.name, is_active=sync.is_active):
+            merchant.updated_at = now
         await session.flush()
         return merchant
 
@@ -134,10 +142,8 @@ class TenantService:
                 created_at=now,
             )
             session.add(store)
-        store.store_code = sync.store_code
-        store.name = sync.name
-        store.is_active = sync.is_active
-        store.updated_at = now
+        if _assign(store, store_code=sync.store_code, name=sync.name, is_active=sync.is_active):
+            store.updated_at = now
         await session.flush()
         return store
 
@@ -169,17 +175,31 @@ class TenantService:
                 created_at=now,
             )
             session.add(config)
-        if sync.credentials is not None:
+        # Only what differs is written, so a repeated sync changes nothing (and `updated_at` means "changed").
+        changed = False
+        stored = self.credentials(config) if config.credentials_sealed is not None else None
+        if sync.credentials is not None and (stored is None or dict(stored.values) != sync.credentials):
             config.credentials_sealed = self._cipher.seal_json(
                 sync.credentials, context=self._context(store.id, sync.provider_code, "credentials")
             )
-        if sync.webhook_secret is not None:
-            config.webhook_secret_sealed = self._cipher.seal_text(
-                sync.webhook_secret, context=self._context(store.id, sync.provider_code, "webhook_secret")
+            changed = True
+        # Omitted: keep. null: remove (webhook_secret) or back to the provider's production URL (base_url).
+        if "webhook_secret" in sync.model_fields_set and sync.webhook_secret != (
+            stored.webhook_secret if stored else None
+        ):
+            config.webhook_secret_sealed = (
+                None
+                if sync.webhook_secret is None
+                else self._cipher.seal_text(
+                    sync.webhook_secret, context=self._context(store.id, sync.provider_code, "webhook_secret")
+                )
             )
-        config.base_url = sync.base_url
-        config.is_active = sync.is_active
-        config.updated_at = now
+            changed = True
+        if "base_url" in sync.model_fields_set:
+            changed |= _assign(config, base_url=sync.base_url)
+        changed |= _assign(config, is_active=sync.is_active)
+        if changed:
+            config.updated_at = now
         await session.flush()
         return config
 
