@@ -87,6 +87,7 @@ class Container:
         idempotency = IdempotencyStore(
             db,
             clock,
+            cipher,
             ttl=timedelta(hours=settings.idempotency_ttl_hours),
             lock_timeout=timedelta(seconds=settings.idempotency_lock_seconds),
         )

@@ -15,6 +15,7 @@ from paymux.auth.errors import (
     TimestampOutOfRange,
     UnknownClient,
 )
+from paymux.core.errors import Unauthorized
 from paymux.gateway import hmac_signing
 from paymux.gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
 from paymux.gateway.idempotency import IdempotentCall, request_path
@@ -59,6 +60,15 @@ def client_ip(request: Request) -> str:
 
 
 async def _authenticate_hmac(request: Request, header: str) -> Principal:
+    try:
+        return await _verify_hmac(request, header)
+    except Unauthorized:
+        # A failed signature counts against the caller's IP, so guessing is throttled like any anonymous call.
+        await container_of(request).rate_limiter.hit(ip=client_ip(request))
+        raise
+
+
+async def _verify_hmac(request: Request, header: str) -> Principal:
     container = container_of(request)
     try:
         auth = hmac_signing.parse_authorization(header)
@@ -127,8 +137,9 @@ async def _authenticate_token(request: Request, token: str) -> Principal:
 
 async def _unauthenticated(request: Request, expected: str) -> MissingCredentials:
     request.state.rate_limit = await container_of(request).rate_limiter.hit(ip=client_ip(request))
+    schemes = " or ".join(expected.split(", "))
     return MissingCredentials(
-        f"Send an Authorization header: {expected}.", headers={"WWW-Authenticate": expected}
+        f"Send an Authorization header: {schemes}.", headers={"WWW-Authenticate": expected}
     )
 
 
@@ -154,7 +165,7 @@ async def require_intent_caller(
     elif header[:7].lower() == "bearer ":
         principal = await _authenticate_token(request, header[7:].strip())
     else:
-        raise await _unauthenticated(request, f"{hmac_signing.SCHEME} or Bearer")
+        raise await _unauthenticated(request, f"{hmac_signing.SCHEME}, Bearer")
     request.state.principal = principal
     return principal
 

@@ -52,7 +52,7 @@ def parse_authorization(value: str) -> HmacAuthorization:
     if len(parts) != 3 or not all(parts):
         raise MalformedAuthorization(f"expected '{SCHEME} <client_id>:<timestamp>:<signature>'")
     client_id, timestamp, signature = parts
-    if not timestamp.isdigit() or len(timestamp) > 12:
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
         raise MalformedAuthorization("the timestamp must be Unix seconds")
     return HmacAuthorization(client_id=client_id, timestamp=int(timestamp), signature=signature)
 

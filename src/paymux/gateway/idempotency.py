@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from paymux.core.clock import Clock
+from paymux.core.crypto import EnvelopeCipher
 from paymux.core.db import Database
 from paymux.core.errors import (
     PROBLEM_MEDIA_TYPE,
@@ -71,9 +72,14 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
 
 
 class IdempotencyStore:
-    def __init__(self, db: Database, clock: Clock, *, ttl: timedelta, lock_timeout: timedelta) -> None:
+    """Keys and their responses. Responses are sealed at rest: a create's answer holds a live payment token."""
+
+    def __init__(
+        self, db: Database, clock: Clock, cipher: EnvelopeCipher, *, ttl: timedelta, lock_timeout: timedelta
+    ) -> None:
         self._db = db
         self._clock = clock
+        self._cipher = cipher
         self._ttl = ttl
         self._lock_timeout = lock_timeout
 
@@ -120,7 +126,8 @@ class IdempotencyStore:
                     f"The Idempotency-Key {key!r} was first used with {record.method} {record.path} and another body."
                 )
             if record.response_status is not None and record.response_body is not None:
-                return StoredResponse(record.response_status, record.response_body.encode("utf-8"))
+                body = self._cipher.open(record.response_body, context=self._context(owner, key))
+                return StoredResponse(record.response_status, body)
             if record.locked_at is not None and now - record.locked_at < self._lock_timeout:
                 raise IdempotencyInProgress("Retry once the first request with this key has finished.")
             record.locked_at = now  # the first attempt died without an answer: this retry takes it over
@@ -131,8 +138,12 @@ class IdempotencyStore:
             record = await session.get(IdempotencyRecord, (owner, key))
             if record is not None:
                 record.response_status = response.status
-                record.response_body = response.body.decode("utf-8")
+                record.response_body = self._cipher.seal(response.body, context=self._context(owner, key))
                 record.locked_at = None
+
+    @staticmethod
+    def _context(owner: str, key: str) -> str:
+        return f"idempotency:{owner}:{key}"
 
     async def release(self, owner: str, key: str) -> None:
         async with self._db.unit_of_work() as session:
@@ -197,7 +208,10 @@ class IdempotentCall:
             if exc.status >= 500:
                 await self._store.release(owner, key)
                 raise
-            problem = json.dumps(exc.to_problem(request_id_of(self._request))).encode("utf-8")
+            # The same bytes the error handler sends, so a replay is identical to the first answer.
+            problem = json.dumps(
+                exc.to_problem(request_id_of(self._request)), separators=(",", ":"), ensure_ascii=False
+            ).encode("utf-8")
             await self._store.complete(owner, key, StoredResponse(exc.status, problem))
             raise
         except BaseException:

@@ -53,6 +53,11 @@ class SendResult:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
+@dataclass(slots=True)
+class _Lease:
+    expires_at: datetime
+
+
 def webhook_body(event: Event) -> str:
     return json.dumps(
         {
@@ -188,7 +193,7 @@ class WebhookDispatcher:
         try:
             async with self._db.reading() as session:
                 endpoint = await session.get(WebhookEndpoint, endpoint_id)
-                if endpoint is None:
+                if endpoint is None or not endpoint.enabled or endpoint.deleted_at is not None:
                     return 0
                 rows = (
                     await session.execute(
@@ -203,16 +208,14 @@ class WebhookDispatcher:
                         .limit(self._deliveries_per_endpoint)
                     )
                 ).all()
-            url = endpoint.url
+            lease = _Lease(self._clock.now() + self._lease)
+            secrets = self._webhooks.signing_secrets(endpoint)
             for delivery, event in rows:
                 if self.stopping:
                     break
-                if not endpoint.enabled or endpoint.deleted_at is not None:
-                    break
-                secrets = self._webhooks.signing_secrets(endpoint)
-                result = await self._send(url, event, secrets)
+                result = await self._send(endpoint.url, event, secrets)
                 attempts += 1
-                keep_going = await self._record(endpoint_id, delivery.id, result)
+                keep_going = await self._record(endpoint_id, delivery, result, lease)
                 if not keep_going or not result.succeeded:
                     break  # a failing receiver gets its retries on schedule, not a burst of the queue
         finally:
@@ -250,18 +253,42 @@ class WebhookDispatcher:
             error = f"{type(exc).__name__}: {exc}"[:500]
         return SendResult(None, int((time.perf_counter() - started) * 1000), error, None, None)
 
-    async def _record(self, endpoint_id: str, delivery_id: str, result: SendResult) -> bool:
-        """Write the attempt and what follows from it; False when this worker should stop sending here."""
+    async def _record(
+        self, endpoint_id: str, delivery: WebhookDelivery, result: SendResult, lease: _Lease
+    ) -> bool:
+        """Write the attempt and what follows from it; False when this worker should stop sending here.
+
+        The delivery row was read before the send; while this worker holds the endpoint's lease nobody else
+        sends it, so its attempt count is current. The update still requires `pending`, in case the endpoint
+        was deleted meanwhile.
+        """
         now = self._clock.now()
-        async with self._db.unit_of_work() as session:
-            renewed = await session.execute(
-                update(WebhookEndpoint)
-                .where(WebhookEndpoint.id == endpoint_id, WebhookEndpoint.lease_owner == self.worker_id)
-                .values(lease_expires_at=now + self._lease)
+        attempt_count = delivery.attempt_count + 1
+        first_attempt_at = delivery.first_attempt_at or now
+        values: dict[str, object] = {
+            "attempt_count": attempt_count,
+            "first_attempt_at": first_attempt_at,
+            "last_attempt_at": now,
+            "updated_at": now,
+        }
+        gone = result.status_code == 410
+        if result.succeeded:
+            values.update(status=DeliveryStatus.SUCCEEDED.value, delivered_at=now, next_attempt_at=None)
+        elif not gone:
+            retry_at = schedule.next_attempt_at(
+                attempts_made=attempt_count,
+                first_attempt_at=first_attempt_at,
+                now=now,
+                random=self._random,
+                retry_after=result.retry_after,
             )
-            delivery = await session.get(WebhookDelivery, delivery_id, with_for_update=True)
-            if delivery is None:
-                return False
+            if retry_at is None:
+                values.update(
+                    status=DeliveryStatus.DEAD.value, dead_reason="retries_exhausted", next_attempt_at=None
+                )
+            else:
+                values["next_attempt_at"] = retry_at
+        async with self._db.unit_of_work() as session:
             session.add(
                 WebhookAttempt(
                     id=new_id("wa"),
@@ -276,40 +303,33 @@ class WebhookDispatcher:
                     response_excerpt=result.excerpt,
                 )
             )
-            delivery.attempt_count += 1
-            delivery.first_attempt_at = delivery.first_attempt_at or now
-            delivery.last_attempt_at = now
-            delivery.updated_at = now
-            if delivery.status != DeliveryStatus.PENDING.value:
-                pass  # settled elsewhere meanwhile (endpoint deleted): keep the attempt on record only
-            elif result.succeeded:
-                delivery.status = DeliveryStatus.SUCCEEDED.value
-                delivery.delivered_at = now
-                delivery.next_attempt_at = None
-            elif result.status_code == 410:
-                endpoint = await session.get(WebhookEndpoint, endpoint_id, with_for_update=True)
-                if endpoint is not None:
-                    endpoint.enabled = False
-                    endpoint.disabled_reason = "gone"
-                    endpoint.updated_at = now
+            await session.execute(
+                update(WebhookDelivery)
+                .where(
+                    WebhookDelivery.id == delivery.id, WebhookDelivery.status == DeliveryStatus.PENDING.value
+                )
+                .values(**values)
+            )
+            if gone:
+                await session.execute(
+                    update(WebhookEndpoint)
+                    .where(WebhookEndpoint.id == endpoint_id)
+                    .values(enabled=False, disabled_reason="gone", updated_at=now)
+                )
                 await kill_pending_deliveries(session, endpoint_id, reason="endpoint_gone", now=now)
                 log.warning("webhook endpoint answered 410 Gone; disabled", endpoint=endpoint_id)
                 return False
-            else:
-                retry_at = schedule.next_attempt_at(
-                    attempts_made=delivery.attempt_count,
-                    first_attempt_at=delivery.first_attempt_at,
-                    now=now,
-                    random=self._random,
-                    retry_after=result.retry_after,
+            if lease.expires_at - now < self._lease / 2:
+                # Renew before half the lease is spent; losing it means another worker took the endpoint over.
+                renewed = await session.execute(
+                    update(WebhookEndpoint)
+                    .where(WebhookEndpoint.id == endpoint_id, WebhookEndpoint.lease_owner == self.worker_id)
+                    .values(lease_expires_at=now + self._lease)
                 )
-                if retry_at is None:
-                    delivery.status = DeliveryStatus.DEAD.value
-                    delivery.dead_reason = "retries_exhausted"
-                    delivery.next_attempt_at = None
-                else:
-                    delivery.next_attempt_at = retry_at
-            return bool(getattr(renewed, "rowcount", 0))
+                if not getattr(renewed, "rowcount", 0):
+                    return False
+                lease.expires_at = now + self._lease
+            return True
 
     async def _release(self, endpoint_id: str) -> None:
         async with self._db.unit_of_work() as session:
