@@ -156,6 +156,7 @@ OPERATIONS = [
     ("DELETE", "/v1/webhook_endpoints/{endpoint_id}"),
     ("POST", "/v1/webhook_endpoints/{endpoint_id}/rotate_secret"),
     ("GET", "/v1/webhook_endpoints/{endpoint_id}/deliveries"),
+    ("POST", "/v1/webhooks/{provider}"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
 ]

@@ -29,6 +29,7 @@ from paymux.events.api import router as events_router
 from paymux.gateway.middleware import EdgeMiddleware
 from paymux.payments.api import router as payments_router
 from paymux.providers.base import PaymentProvider
+from paymux.providers.sandboxes import mount_sandboxes
 from paymux.tenants.api import router as tenants_router
 from paymux.webhooks.api import router as webhooks_router
 from paymux.worker import Worker
@@ -91,6 +92,8 @@ def create_app(
     app.include_router(tenants_router)
     app.include_router(events_router)
     app.include_router(webhooks_router)
+    if settings.mount_sandboxes:
+        mount_sandboxes(app, settings.sandbox_webhook_base)
 
     @app.get("/healthz", response_model=Health, tags=["operations"], summary="Liveness")
     async def healthz() -> Health:

@@ -19,6 +19,8 @@ from paymux.container import Container
 from paymux.core.db import to_async_url
 from paymux.core.errors import PaymuxError
 from paymux.core.logging import configure_logging
+from paymux.providers.sandboxes import create_sandbox_app, paypay_sandbox
+from paymux.tenants.schemas import ProviderConfigSync
 from paymux.tenants.service import BootstrapResult
 from paymux.worker import Worker
 
@@ -128,9 +130,13 @@ def demo(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
     """Migrate the database, seed a demo tenant, print its credentials and serve."""
-    # One process: the worker runs inside the server, and webhooks may go to local receivers.
+    # One process: the worker runs inside the server, webhooks may go to local receivers, and the provider
+    # sandboxes answer under /<provider> of the same server.
+    base = f"http://{host}:{port}"
     os.environ.setdefault("PAYMUX_EMBEDDED_WORKER", "true")
     os.environ.setdefault("PAYMUX_WEBHOOKS_ALLOW_PRIVATE", "true")
+    os.environ.setdefault("PAYMUX_MOUNT_SANDBOXES", "true")
+    os.environ.setdefault("PAYMUX_SANDBOX_WEBHOOK_BASE", base)
     settings = Settings()
     migrations.upgrade(settings.database_url)
     result = _with_container(
@@ -143,7 +149,23 @@ def demo(
             reuse_client=True,
         )
     )
-    base = f"http://{host}:{port}"
+    paypay = paypay_sandbox(None).credentials
+    _with_container(
+        lambda container: container.tenants.configure_provider(
+            result.store_id,
+            ProviderConfigSync(
+                provider_code="paypay",
+                credentials={
+                    "api_key": paypay.api_key,
+                    "api_secret": paypay.api_secret,
+                    "merchant_id": paypay.merchant_id,
+                },
+                base_url=f"{base}/paypay",
+                webhook_secret=paypay.webhook_secret,
+                is_active=True,
+            ),
+        )
+    )
     # Plain lines, not a box: they must survive copy and paste at any terminal width.
     lines = [
         f"paymux demo: API on {base} (docs: {base}/docs), database {settings.database_url}",
@@ -159,6 +181,18 @@ def demo(
     ]
     typer.echo("\n".join(lines), err=True)
     _serve(host, port)
+
+
+@app.command()
+def sandbox(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 9000,
+    webhook_base: Annotated[
+        str | None, typer.Option(help="paymux's base URL: webhooks go to <base>/v1/webhooks/<provider>.")
+    ] = None,
+) -> None:
+    """Serve every provider's sandbox under /<provider> (e.g. http://H:P/paypay/v2/codes)."""
+    uvicorn.run(create_sandbox_app(webhook_base), host=host, port=port, access_log=False, server_header=False)
 
 
 @tenants_app.command("bootstrap")

@@ -76,6 +76,13 @@ class Settings(BaseSettings):
         default=False,
         description="Run the worker inside `paymux serve` (one process; `paymux demo` sets it).",
     )
+    mount_sandboxes: bool = Field(
+        default=False,
+        description="Serve the provider sandboxes under /<provider> too (`paymux demo` sets it).",
+    )
+    sandbox_webhook_base: str | None = Field(
+        default=None, description="Where mounted sandboxes send webhooks: this server's own base URL."
+    )
     log_level: str = "INFO"
     log_json: bool = Field(default=False, description="JSON log lines instead of the console renderer.")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+import httpx
 import redis.asyncio as aioredis
 
 from paymux.auth.service import ApiClientService, PaymentTokenService
@@ -18,14 +19,17 @@ from paymux.gateway.ratelimit import RateLimiter, RateLimits
 from paymux.gateway.replay import MemoryReplayGuard, RedisReplayGuard, ReplayGuard
 from paymux.payments.service import PaymentService
 from paymux.providers.base import PaymentProvider
+from paymux.providers.http import provider_client
+from paymux.providers.paypay.adapter import PayPayProvider
 from paymux.providers.registry import ProviderRegistry
 from paymux.providers.testmode import BuiltinTestProvider
 from paymux.tenants.service import TenantService
+from paymux.webhooks.inbound import InboundWebhookService
 from paymux.webhooks.service import WebhookService
 
 
-def default_providers() -> list[PaymentProvider]:
-    return [BuiltinTestProvider()]
+def default_providers(http: httpx.AsyncClient, clock: Clock) -> list[PaymentProvider]:
+    return [BuiltinTestProvider(), PayPayProvider(http, clock)]
 
 
 @dataclass
@@ -45,6 +49,8 @@ class Container:
     tenants: TenantService
     payments: PaymentService
     webhooks: WebhookService
+    inbound_webhooks: InboundWebhookService
+    provider_http: httpx.AsyncClient
 
     @classmethod
     def build(
@@ -70,7 +76,10 @@ class Container:
             redis_url=settings.redis_url,
             enabled=settings.ratelimit_enabled,
         )
-        registry = ProviderRegistry(providers if providers is not None else default_providers())
+        provider_http = provider_client(settings.provider_timeout_seconds)
+        registry = ProviderRegistry(
+            providers if providers is not None else default_providers(provider_http, clock)
+        )
         events = EventService(db, clock)
         api_clients = ApiClientService(db, cipher, clock)
         payment_tokens = PaymentTokenService(db, clock, timedelta(seconds=settings.payment_token_ttl_seconds))
@@ -107,9 +116,12 @@ class Container:
             tenants=tenants,
             payments=payments,
             webhooks=WebhookService(db, clock, cipher, allow_private=settings.webhooks_allow_private),
+            inbound_webhooks=InboundWebhookService(db, clock, registry, tenants, payments),
+            provider_http=provider_http,
         )
 
     async def close(self) -> None:
+        await self.provider_http.aclose()
         await self.db.dispose()
         if self.redis is not None:
             await self.redis.aclose()

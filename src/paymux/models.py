@@ -6,7 +6,7 @@ from paymux.events.models import Event
 from paymux.gateway.models import IdempotencyRecord
 from paymux.payments.models import PaymentIntent, PaymentIntentStatusChange, Transaction
 from paymux.tenants.models import ClientPartner, Merchant, Store, StoreProviderConfig
-from paymux.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from paymux.webhooks.models import ProviderWebhookEvent, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "ApiClient",
@@ -18,6 +18,7 @@ __all__ = [
     "PaymentIntent",
     "PaymentIntentStatusChange",
     "PaymentToken",
+    "ProviderWebhookEvent",
     "Store",
     "StoreProviderConfig",
     "Transaction",

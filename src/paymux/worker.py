@@ -58,13 +58,15 @@ class Worker:
         """One round of every job; returns how much work it found."""
         relayed = await self.dispatcher.relay()
         sent = await self.dispatcher.dispatch()
+        checked = await self.container.payments.check_due_payments()
+        settled = await self.container.inbound_webhooks.settle_stragglers()
         now = self.container.clock.now()
         if now >= self._next_housekeeping:
             purged = await self.container.idempotency.purge_expired()
             if purged:
                 log.info("purged expired idempotency keys", count=purged)
             self._next_housekeeping = now + HOUSEKEEPING_EVERY
-        return relayed + sent
+        return relayed + sent + checked + settled
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("worker started", worker=self.worker_id)

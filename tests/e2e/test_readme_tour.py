@@ -96,7 +96,8 @@ def test_the_readme_tour_works_with_copy_and_paste(demo: tuple[list[str], Path])
     assert lines[11] == "failed card_declined"
     assert '"code":"invalid_state_transition"' in lines[12]
     assert lines[13] == "succeeded"  # the external payment, captured
-    assert lines[14:] == [  # its events, newest first
+    assert lines[14:16] == [  # its events, newest first
         "payment_intent.succeeded",
         "payment_intent.created",
     ]
+    assert lines[16:] == ["requires_action display_qr_code", "succeeded"]  # the PayPay QR payment

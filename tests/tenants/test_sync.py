@@ -46,7 +46,7 @@ M = TypeVar("M", bound=Base)
 
 
 def provider_config(*, omit: tuple[str, ...] = (), **fields: Any) -> dict[str, Any]:
-    """A provider config of the seed's shape; `test` is the provider this build ships (paypay is planned)."""
+    """A provider config of the seed's shape; `test` is the built-in provider."""
     config: dict[str, Any] = {"provider_code": "test", "credentials": dict(CREDENTIALS), "is_active": True}
     config.update(fields)
     return {key: value for key, value in config.items() if key not in omit}
@@ -677,13 +677,13 @@ async def test_unknown_provider_code_is_rejected(
     before = await database_snapshot(container)
     body = sync_body(
         tenant.client_partner_id,
-        merchant(stores=[store(configs=[provider_config(), provider_config(provider_code="paypay")])]),
+        merchant(stores=[store(configs=[provider_config(), provider_config(provider_code="nopay")])]),
     )
 
     response = await sync(portal, clock, body)
 
     problem = assert_problem(response, 422, "unknown_provider")
-    assert "paypay" in problem["detail"]
+    assert "nopay" in problem["detail"]
     assert await database_snapshot(container) == before
 
 

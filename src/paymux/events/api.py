@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 
 from paymux.core.errors import problem_responses
+from paymux.core.inputs import ID_PATTERN, ObjectId
 from paymux.core.pagination import Limit, StartingAfter
 from paymux.events.schemas import EventList, EventOut
 from paymux.gateway.auth import ServerCaller, container_of
@@ -25,9 +26,11 @@ async def list_events(
     caller: ServerCaller,
     limit: Limit = 10,
     starting_after: StartingAfter = None,
-    type: Annotated[str | None, Query(max_length=64, description="Only events of this type")] = None,
+    type: Annotated[
+        str | None, Query(max_length=64, pattern=r"^[a-z_.]+$", description="Only events of this type")
+    ] = None,
     object_id: Annotated[
-        str | None, Query(max_length=64, description="Only events about this object")
+        str | None, Query(pattern=ID_PATTERN, description="Only events about this object")
     ] = None,
 ) -> EventList:
     rows, has_more = await container_of(request).events.list_events(
@@ -42,7 +45,5 @@ async def list_events(
     summary="Retrieve an event (server, HMAC)",
     responses=problem_responses(404),
 )
-async def retrieve_event(
-    request: Request, event_id: Annotated[str, Path(max_length=64)], caller: ServerCaller
-) -> EventOut:
+async def retrieve_event(request: Request, event_id: ObjectId, caller: ServerCaller) -> EventOut:
     return EventOut.of(await container_of(request).events.get(caller, event_id))

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Path, Query, Request, Response
 from pydantic import AwareDatetime
 
 from paymux.core.errors import problem_responses
+from paymux.core.inputs import ID_PATTERN, PrintableQuery
 from paymux.core.pagination import Limit, StartingAfter
 from paymux.gateway.auth import Idempotent, IntentCaller, ServerCaller, container_of
 from paymux.payments.schemas import (
@@ -27,8 +28,8 @@ from paymux.payments.state import PaymentStatus
 
 router = APIRouter(prefix="/v1", tags=["payment intents"], responses=problem_responses(401, 413, 429, 503))
 
-IntentId = Annotated[str, Path(max_length=64, description="A payment intent id, `pi_...`")]
-TransactionId = Annotated[str, Path(max_length=64, description="A transaction id, `txn_...`")]
+IntentId = Annotated[str, Path(pattern=ID_PATTERN, description="A payment intent id, `pi_...`")]
+TransactionId = Annotated[str, Path(pattern=ID_PATTERN, description="A transaction id, `txn_...`")]
 
 
 def _payments(request: Request) -> PaymentService:
@@ -68,7 +69,7 @@ async def list_payment_intents(
     status: Annotated[PaymentStatus | None, Query()] = None,
     store_id: Annotated[int | None, Query(gt=0, lt=2**53)] = None,
     merchant_id: Annotated[int | None, Query(gt=0, lt=2**53)] = None,
-    merchant_ref_id: Annotated[str | None, Query(max_length=128)] = None,
+    merchant_ref_id: PrintableQuery = None,
     created_gte: Annotated[
         AwareDatetime | None, Query(description="Created at or after (RFC 3339, with a UTC offset)")
     ] = None,

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from paymux.core.errors import Conflict, NotFound, Unprocessable
+from paymux.core.errors import Conflict, NotFound, PaymuxError, Unprocessable
 
 
 class PaymentIntentNotFound(NotFound):
@@ -66,3 +66,14 @@ class ProviderAmbiguous(Conflict):
 class StoreRequired(Unprocessable):
     code = "store_id_required"
     title = "store_id is required"
+
+
+class ConfirmationInProgress(Conflict):
+    code = "confirmation_in_progress"
+    title = "The intent's provider has not answered the first confirmation yet"
+
+
+class ProviderCallFailed(PaymuxError):
+    status = 502
+    code = "provider_error"
+    title = "The provider did not answer as expected"

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from paymux.core.db import Base, JSONDocument, UTCDateTime
@@ -33,6 +33,7 @@ class PaymentIntent(Base):
     status: Mapped[str] = mapped_column(String(32))
     provider_name: Mapped[str | None] = mapped_column(String(32))
     provider_transaction_id: Mapped[str | None] = mapped_column(String(128))
+    provider_reference: Mapped[str | None] = mapped_column(String(128))
     failure_code: Mapped[str | None] = mapped_column(String(64))
     failure_message: Mapped[str | None] = mapped_column(String(500))
     cancellation_reason: Mapped[str | None] = mapped_column(String(500))
@@ -78,5 +79,8 @@ class Transaction(Base):
     failure_code: Mapped[str | None] = mapped_column(String(64))
     failure_message: Mapped[str | None] = mapped_column(String(500))
     reason: Mapped[str | None] = mapped_column(String(500))
+    # A pending payment is checked with the provider on a schedule (webhooks may never come).
+    next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    check_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -4,8 +4,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
+from paymux.core.inputs import InputModel
 from paymux.core.money import Amount, CurrencyCode
 from paymux.core.pagination import Page
 from paymux.payments.models import PaymentIntent, Transaction
@@ -40,9 +41,7 @@ Metadata = Annotated[
 StrictId = Annotated[int, Field(strict=True, gt=0, lt=2**53)]
 
 
-class PaymentIntentCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PaymentIntentCreate(InputModel):
     merchant_ref_id: Printable = Field(
         min_length=1, max_length=128, description="The merchant's reference, unique per merchant"
     )
@@ -69,9 +68,7 @@ class PaymentIntentCreate(BaseModel):
         return self
 
 
-class PaymentIntentConfirm(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PaymentIntentConfirm(InputModel):
     provider_name: ProviderName | None = Field(
         default=None,
         description="Provider to use; default: the store's only active one for the payment method",
@@ -81,16 +78,12 @@ class PaymentIntentConfirm(BaseModel):
     )
 
 
-class PaymentIntentCancel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PaymentIntentCancel(InputModel):
     cancellation_reason: Printable | None = Field(default=None, max_length=500)
 
 
-class PaymentIntentCapture(BaseModel):
+class PaymentIntentCapture(InputModel):
     """The result of a payment processed outside paymux (seed 003 card-app response)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     amount: Amount | None = Field(default=None, description="Captured amount; default the intent's amount")
     status: Literal["success", "declined", "error", "cancelled"] = "success"
@@ -100,9 +93,7 @@ class PaymentIntentCapture(BaseModel):
     error_message: Printable | None = Field(default=None, max_length=500)
 
 
-class RefundCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RefundCreate(InputModel):
     amount: Amount | None = Field(
         default=None, description="Amount to refund; default all that is refundable"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TypeVar, assert_never
 
 import structlog
@@ -21,11 +22,13 @@ from paymux.gateway.principal import Principal
 from paymux.payments.errors import (
     CaptureAmountTooLarge,
     CaptureNotAllowed,
+    ConfirmationInProgress,
     InvalidStateTransition,
     MerchantRefTaken,
     PaymentIntentNotFound,
     PaymentMethodNotSupported,
     ProviderAmbiguous,
+    ProviderCallFailed,
     ProviderNotConfigured,
     RefundExceedsCaptured,
     StoreInactive,
@@ -67,6 +70,13 @@ from paymux.tenants.service import TenantService
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+
+MAX_STATUS_CHECKS = 100
+
+
+def check_delay(check_number: int) -> timedelta:
+    """When a pending payment is checked with its provider: 5 s, 10 s, 20 s, ... then every 5 minutes."""
+    return timedelta(seconds=min(5 * 2 ** (check_number - 1), 300))
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,31 +218,44 @@ class PaymentService:
             if ProcessingMode(intent.processing_mode) is not ProcessingMode.PGW_PROCESSED:
                 self._transition(session, intent, PaymentStatus.REQUIRES_CAPTURE, "confirmed")
                 return intent
-            self._require_transition(intent, PaymentStatus.PROCESSING)
+            if intent.status != PaymentStatus.REQUIRES_PAYMENT_METHOD.value:
+                raise InvalidStateTransition(
+                    f"Only a payment intent in requires_payment_method can be confirmed; this one is {intent.status}.",
+                    current_status=intent.status,
+                )
+            if await self._pending_attempt(session, intent.id) is not None:
+                raise ConfirmationInProgress(
+                    "This intent's provider has not answered the first confirmation yet."
+                )
             provider, config = await self._select_provider(session, intent, request.provider_name)
             credentials = self._tenants.credentials(config)
             intent.provider_name = provider.name
             attempt = self._new_transaction(intent, TransactionType.PAYMENT, intent.amount)
             attempt.provider_name = provider.name
+            attempt.next_check_at = self._clock.now() + check_delay(1)
             session.add(attempt)
-            self._transition(session, intent, PaymentStatus.PROCESSING, "confirmed")
+            method = PaymentMethodType(intent.payment_method_type)
+            if method is not PaymentMethodType.QR_MPM:
+                # A QR code goes requires_payment_method -> requires_action when it is shown; anything else is
+                # processing from the moment the provider hears of it.
+                self._transition(session, intent, PaymentStatus.PROCESSING, "confirmed")
             provider_request = PaymentRequest(
                 payment_intent_id=intent.id,
                 amount=intent.amount,
                 currency=intent.currency,
-                payment_method_type=PaymentMethodType(intent.payment_method_type),
+                payment_method_type=method,
                 customer_code=request.customer_code,
                 description=intent.order_id,
                 metadata=dict(intent.metadata_ or {}),
             )
-        # Committed: the intent is `processing` and the attempt is on record before the provider hears of it.
+        # Committed: the attempt is on record before the provider hears of it.
         try:
             result = await self._call(provider.create_payment(credentials, provider_request))
         except ProviderTimeout as exc:
             log.warning(
                 "provider timeout; the status check resolves the payment", intent=intent.id, error=str(exc)
             )
-            return intent
+            return await self._mark_processing(intent.id, "provider_timeout")
         except ProviderError as exc:
             result = ProviderPayment(
                 status=ProviderPaymentStatus.FAILED,
@@ -243,6 +266,18 @@ class PaymentService:
                 failure_message=str(exc)[:500],
             )
         return await self.record_payment_result(intent.id, attempt.id, result)
+
+    async def _mark_processing(self, intent_id: str, reason: str) -> PaymentIntent:
+        async with self._db.unit_of_work() as session:
+            intent = await session.get(PaymentIntent, intent_id, with_for_update=True)
+            if intent is None:
+                raise PaymentIntentNotFound(f"No payment intent {intent_id}.")
+            if intent.status in {
+                PaymentStatus.REQUIRES_PAYMENT_METHOD.value,
+                PaymentStatus.REQUIRES_ACTION.value,
+            }:
+                self._transition(session, intent, PaymentStatus.PROCESSING, reason)
+            return intent
 
     async def record_payment_result(
         self, intent_id: str, attempt_id: str, result: ProviderPayment
@@ -266,31 +301,145 @@ class PaymentService:
             if result.provider_transaction_id is not None:
                 attempt.provider_transaction_id = result.provider_transaction_id
                 intent.provider_transaction_id = result.provider_transaction_id
+            if result.provider_reference is not None:
+                intent.provider_reference = result.provider_reference
             now = self._clock.now()
+            waiting = intent.status in {
+                PaymentStatus.REQUIRES_PAYMENT_METHOD.value,
+                PaymentStatus.REQUIRES_ACTION.value,
+            }
             match result.status:
                 case ProviderPaymentStatus.SUCCEEDED:
-                    attempt.status = TransactionStatus.SUCCEEDED.value
-                    attempt.updated_at = now
+                    self._settle_attempt(attempt, TransactionStatus.SUCCEEDED, now)
                     intent.amount_captured = intent.amount
+                    if waiting:
+                        self._transition(session, intent, PaymentStatus.PROCESSING, "provider_processing")
                     self._transition(session, intent, PaymentStatus.SUCCEEDED, "provider_succeeded")
+                case ProviderPaymentStatus.CANCELLED if waiting:
+                    self._settle_attempt(
+                        attempt, TransactionStatus.FAILED, now, "provider_cancelled", result.failure_message
+                    )
+                    intent.cancellation_reason = result.failure_message or "cancelled at the provider"
+                    self._transition(session, intent, PaymentStatus.CANCELLED, "provider_cancelled")
                 case ProviderPaymentStatus.FAILED | ProviderPaymentStatus.CANCELLED:
                     code = result.failure_code or (
                         "provider_cancelled"
                         if result.status is ProviderPaymentStatus.CANCELLED
                         else "provider_failed"
                     )
-                    attempt.status = TransactionStatus.FAILED.value
-                    attempt.failure_code = intent.failure_code = code
-                    attempt.failure_message = intent.failure_message = result.failure_message
-                    attempt.updated_at = now
+                    self._settle_attempt(attempt, TransactionStatus.FAILED, now, code, result.failure_message)
+                    intent.failure_code, intent.failure_message = code, result.failure_message
                     self._transition(session, intent, PaymentStatus.FAILED, "provider_failed")
                 case ProviderPaymentStatus.PROCESSING:
-                    pass
+                    if waiting:
+                        self._transition(session, intent, PaymentStatus.PROCESSING, "provider_processing")
                 case ProviderPaymentStatus.REQUIRES_ACTION:
-                    log.error("provider asked for customer action on a processing payment", intent=intent.id)
+                    if intent.status == PaymentStatus.REQUIRES_PAYMENT_METHOD.value:
+                        intent.next_action = dict(result.next_action or {})
+                        self._transition(
+                            session, intent, PaymentStatus.REQUIRES_ACTION, "provider_requires_action"
+                        )
+                    # Already showing a code, or processing after a timeout: keep waiting for the customer.
                 case _ as unreachable:
                     assert_never(unreachable)
             return intent
+
+    @staticmethod
+    def _settle_attempt(
+        attempt: Transaction,
+        status: TransactionStatus,
+        now: datetime,
+        failure_code: str | None = None,
+        failure_message: str | None = None,
+    ) -> None:
+        attempt.status = status.value
+        attempt.failure_code = failure_code
+        attempt.failure_message = failure_message
+        attempt.next_check_at = None
+        attempt.updated_at = now
+
+    async def _pending_attempt(self, session: AsyncSession, intent_id: str) -> Transaction | None:
+        statement = select(Transaction).where(
+            Transaction.payment_intent_id == intent_id,
+            Transaction.type == TransactionType.PAYMENT.value,
+            Transaction.status == TransactionStatus.PENDING.value,
+        )
+        return (await session.execute(statement.limit(1))).scalar_one_or_none()
+
+    # ------------------------------------------------------------------ status checks (webhooks, polling)
+
+    async def check_payment(self, intent_id: str) -> PaymentIntent | None:
+        """Ask the provider about the intent's pending payment and apply the answer; None when nothing is pending.
+
+        This is the only way a provider webhook moves an intent: the webhook says "look", the status call says
+        what is true.
+        """
+        async with self._db.reading() as session:
+            intent = await session.get(PaymentIntent, intent_id)
+            attempt = await self._pending_attempt(session, intent_id) if intent is not None else None
+            if intent is None or attempt is None or attempt.provider_name is None:
+                return intent
+            if attempt.provider_name not in self._providers:
+                log.error("pending payment of a provider this process does not know", intent=intent_id)
+                return intent
+            provider = self._providers.get(attempt.provider_name)
+            config = await self._tenants.provider_config(session, intent.store_id, attempt.provider_name)
+            if config is None:
+                log.error("pending payment whose store lost its provider config", intent=intent_id)
+                return intent
+            credentials = self._tenants.credentials(config)
+            reference = PaymentReference(
+                intent.id,
+                intent.provider_transaction_id,
+                intent.amount,
+                intent.currency,
+                intent.provider_reference,
+            )
+        try:
+            result = await self._call(provider.get_payment_status(credentials, reference))
+        except ProviderError as exc:
+            log.warning("status check failed; it is tried again later", intent=intent_id, error=str(exc))
+            return intent
+        return await self.record_payment_result(intent_id, attempt.id, result)
+
+    async def check_due_payments(self, limit: int = 50) -> int:
+        """Check pending payments whose time has come (webhooks may never arrive); returns how many it checked."""
+        now = self._clock.now()
+        async with self._db.unit_of_work() as session:
+            attempts = list(
+                (
+                    await session.execute(
+                        select(Transaction)
+                        .where(
+                            Transaction.type == TransactionType.PAYMENT.value,
+                            Transaction.status == TransactionStatus.PENDING.value,
+                            Transaction.next_check_at <= now,
+                        )
+                        .order_by(Transaction.next_check_at)
+                        .limit(limit)
+                        .with_for_update(skip_locked=True)
+                    )
+                ).scalars()
+            )
+            for attempt in attempts:
+                # Claimed by pushing the next check out; a worker that dies here only delays it.
+                attempt.check_count += 1
+                attempt.next_check_at = (
+                    now + check_delay(attempt.check_count + 1)
+                    if attempt.check_count < MAX_STATUS_CHECKS
+                    else None
+                )
+                if attempt.next_check_at is None:
+                    log.error(
+                        "payment still pending after every status check; left for review", attempt=attempt.id
+                    )
+            intent_ids = [attempt.payment_intent_id for attempt in attempts]
+        for intent_id in intent_ids:
+            try:
+                await self.check_payment(intent_id)
+            except Exception:
+                log.exception("status check failed", intent=intent_id)
+        return len(intent_ids)
 
     async def cancel(
         self, principal: Principal, intent_id: str, request: PaymentIntentCancel
@@ -299,6 +448,44 @@ class PaymentService:
             intent = await self._find(session, principal, intent_id, lock=True)
             if principal.payment_token_hash is not None:
                 await self._tokens.consume(session, principal.payment_token_hash)
+            self._require_transition(intent, PaymentStatus.CANCELLED)
+            attempt = await self._pending_attempt(session, intent.id)
+            if attempt is None or attempt.provider_name is None:
+                intent.cancellation_reason = request.cancellation_reason
+                self._transition(session, intent, PaymentStatus.CANCELLED, "cancelled")
+                return intent
+            # A code is out there: the provider must stop it before the intent is cancelled.
+            provider = self._providers.get(attempt.provider_name)
+            config = await self._tenants.provider_config(session, intent.store_id, attempt.provider_name)
+            if config is None:
+                raise ProviderNotConfigured(
+                    f"Store {intent.store_id} no longer has a {attempt.provider_name} configuration."
+                )
+            credentials = self._tenants.credentials(config)
+            reference = PaymentReference(
+                intent.id,
+                intent.provider_transaction_id,
+                intent.amount,
+                intent.currency,
+                intent.provider_reference,
+            )
+        try:
+            await self._call(provider.cancel_payment(credentials, reference))
+        except ProviderError as exc:
+            raise ProviderCallFailed(f"{provider.name} did not confirm the cancellation: {exc}") from exc
+        async with self._db.unit_of_work() as session:
+            intent = await self._find(session, principal, intent_id, lock=True)
+            pending = await self._pending_attempt(session, intent.id)
+            if not can_transition(PaymentStatus(intent.status), PaymentStatus.CANCELLED):
+                return intent  # the provider's answer settled it meanwhile
+            if pending is not None:
+                self._settle_attempt(
+                    pending,
+                    TransactionStatus.FAILED,
+                    self._clock.now(),
+                    "cancelled",
+                    request.cancellation_reason,
+                )
             intent.cancellation_reason = request.cancellation_reason
             self._transition(session, intent, PaymentStatus.CANCELLED, "cancelled")
             return intent
@@ -584,13 +771,7 @@ class PaymentService:
         name = intent.provider_name
         if name is None or name not in self._providers:
             raise ProviderNotConfigured("This payment has no provider to refund through.")
-        config = (
-            await session.execute(
-                select(StoreProviderConfig).where(
-                    StoreProviderConfig.store_id == intent.store_id, StoreProviderConfig.provider_code == name
-                )
-            )
-        ).scalar_one_or_none()
+        config = await self._tenants.provider_config(session, intent.store_id, name)
         if config is None:
             raise ProviderNotConfigured(f"Store {intent.store_id} no longer has a {name} configuration.")
         return self._providers.get(name), config

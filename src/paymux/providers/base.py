@@ -65,6 +65,7 @@ class PaymentReference:
     provider_transaction_id: str | None
     amount: int
     currency: str
+    provider_reference: str | None = None  # the provider's handle on the pending payment (PayPay's codeId)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,7 @@ class ProviderPayment:
     amount: int
     currency: str
     next_action: Mapping[str, Any] | None = None
+    provider_reference: str | None = None
     failure_code: str | None = None
     failure_message: str | None = None
 
@@ -122,10 +124,29 @@ class ProviderRejected(ProviderError):
         self.provider_code = provider_code
 
 
+class ProviderProtocolError(ProviderError):
+    """The provider answered something this adapter does not understand (an unknown status, say)."""
+
+    code = "provider_protocol_error"
+
+
 class UnsupportedFlow(ProviderError):
     """This provider does not offer the requested operation."""
 
     code = "unsupported_flow"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderNotification:
+    """What an inbound provider webhook is about; its claims are checked with a status call, never trusted."""
+
+    payment_intent_id: str
+    dedupe_key: str  # the same notification delivered twice has the same key
+    provider_status: str | None = None
+
+
+class WebhookNotUnderstood(ValueError):
+    pass
 
 
 class PaymentProvider(Protocol):
@@ -157,4 +178,23 @@ class PaymentProvider(Protocol):
         self, credentials: ProviderCredentials, request: RefundRequest
     ) -> ProviderRefund:
         """Refund all or part of a completed payment."""
+        ...
+
+
+class WebhookCapable(Protocol):
+    """A provider that notifies paymux of payment changes at `POST /v1/webhooks/{name}`."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def signature_header(self) -> str: ...
+
+    def parse_notification(self, body: bytes) -> ProviderNotification | None:
+        """Which payment a notification is about; None for notifications about something else (acknowledged and
+        ignored); `WebhookNotUnderstood` when it is not one of the provider's at all."""
+        ...
+
+    def verify_notification(self, body: bytes, signature: str | None, secret: str) -> bool:
+        """Whether the signature header was made over the body with the store's webhook secret."""
         ...

@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Boolean, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from paymux.core.db import Base, UTCDateTime
+from paymux.core.db import Base, JSONDocument, UTCDateTime
 
 
 class ClientPartner(Base):
@@ -58,6 +58,7 @@ class StoreProviderConfig(Base):
     credentials_sealed: Mapped[str] = mapped_column(Text)
     webhook_secret_sealed: Mapped[str | None] = mapped_column(Text)
     base_url: Mapped[str | None] = mapped_column(String(500))
+    options: Mapped[dict[str, str]] = mapped_column(JSONDocument, default=dict)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

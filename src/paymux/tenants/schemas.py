@@ -3,15 +3,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from paymux.core.inputs import InputModel
 
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 TenantId = Annotated[int, Field(strict=True, gt=0, lt=2**53)]
 
 
-class ProviderConfigSync(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ProviderConfigSync(InputModel):
     provider_code: str = Field(pattern=r"^[a-z0-9_]{1,32}$", examples=["paypay"])
     credentials: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=4096)]] | None = (
         Field(
@@ -33,11 +33,14 @@ class ProviderConfigSync(BaseModel):
         max_length=4096,
         description="Secret the provider signs its webhooks with. Omitted: kept as stored; null: removed.",
     )
+    options: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=256)]] | None = Field(
+        default=None,
+        max_length=16,
+        description="Non-secret settings, e.g. {'unsigned_webhooks': 'accept'}. Omitted: kept as stored.",
+    )
 
 
-class StoreSync(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class StoreSync(InputModel):
     store_id: TenantId
     store_code: Code
     name: str | None = Field(default=None, max_length=200)
@@ -53,9 +56,7 @@ class StoreSync(BaseModel):
         return configs
 
 
-class MerchantSync(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class MerchantSync(InputModel):
     merchant_id: TenantId
     merchant_code: Code
     name: str | None = Field(default=None, max_length=200)
@@ -63,10 +64,8 @@ class MerchantSync(BaseModel):
     stores: list[StoreSync] = Field(default_factory=list, max_length=1000)
 
 
-class MerchantSyncRequest(BaseModel):
+class MerchantSyncRequest(InputModel):
     """The portal's view of a partner's merchants, stores and provider configs (seed 004), upserted as given."""
-
-    model_config = ConfigDict(extra="forbid")
 
     client_partner_id: TenantId
     merchants: list[MerchantSync] = Field(max_length=1000)
@@ -96,6 +95,7 @@ class ProviderConfigOut(BaseModel):
     provider_code: str
     is_active: bool
     base_url: str | None
+    options: dict[str, str]
     credentials: dict[str, str] = Field(description="Credential names with masked values")
     webhook_secret: str | None = Field(description="Masked, or null when none is set")
     updated_at: datetime

@@ -168,6 +168,7 @@ class TenantService:
                 )
             config = StoreProviderConfig(
                 id=new_id("pcfg"),
+                options={},
                 store_id=store.id,
                 merchant_id=store.merchant_id,
                 client_partner_id=store.client_partner_id,
@@ -197,6 +198,8 @@ class TenantService:
             changed = True
         if "base_url" in sync.model_fields_set:
             changed |= _assign(config, base_url=sync.base_url)
+        if sync.options is not None:
+            changed |= _assign(config, options=dict(sync.options))
         changed |= _assign(config, is_active=sync.is_active)
         if changed:
             config.updated_at = now
@@ -228,6 +231,15 @@ class TenantService:
             StoreProviderConfig.store_id == store_id, StoreProviderConfig.is_active.is_(True)
         )
         return list((await session.execute(statement.order_by(StoreProviderConfig.provider_code))).scalars())
+
+    async def provider_config(
+        self, session: AsyncSession, store_id: int, provider_code: str
+    ) -> StoreProviderConfig | None:
+        """A store's config for one provider, active or not (a payment started under it still needs it)."""
+        statement = select(StoreProviderConfig).where(
+            StoreProviderConfig.store_id == store_id, StoreProviderConfig.provider_code == provider_code
+        )
+        return (await session.execute(statement)).scalar_one_or_none()
 
     def credentials(self, config: StoreProviderConfig) -> ProviderCredentials:
         """Decrypt a config's credentials for one provider call."""
@@ -264,10 +276,21 @@ class TenantService:
             provider_code=config.provider_code,
             is_active=config.is_active,
             base_url=config.base_url,
+            options=dict(config.options or {}),
             credentials={name: mask_secret(value) for name, value in sorted(credentials.values.items())},
             webhook_secret=mask_secret(credentials.webhook_secret) if credentials.webhook_secret else None,
             updated_at=config.updated_at,
         )
+
+    async def configure_provider(self, store_id: int, config: ProviderConfigSync) -> None:
+        """Set one provider config of a store (the CLI and the demo; the portal uses sync)."""
+        if config.provider_code not in self._providers:
+            raise UnknownProviderCode(f"Unknown provider_code {config.provider_code!r}.")
+        async with self._db.unit_of_work() as session:
+            store = await session.get(Store, store_id)
+            if store is None:
+                raise StoreNotFound(f"No store {store_id}.")
+            await self._upsert_provider_config(session, store, config)
 
     # ------------------------------------------------------------------ bootstrap (CLI)
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Body, Path, Request, Response
+from fastapi.responses import PlainTextResponse
 
 from paymux.core.errors import problem_responses
+from paymux.core.inputs import ID_PATTERN, ObjectId
 from paymux.core.pagination import Limit, StartingAfter
 from paymux.gateway.auth import Idempotent, ServerCaller, container_of
 from paymux.webhooks.schemas import (
@@ -24,7 +26,7 @@ from paymux.webhooks.service import WebhookService
 
 router = APIRouter(prefix="/v1", tags=["webhooks"], responses=problem_responses(401, 413, 429, 503))
 
-EndpointId = Annotated[str, Path(max_length=64, description="A webhook endpoint id, `we_...`")]
+EndpointId = Annotated[str, Path(pattern=ID_PATTERN, description="A webhook endpoint id, `we_...`")]
 
 
 def _webhooks(request: Request) -> WebhookService:
@@ -153,7 +155,7 @@ async def list_deliveries(
 )
 async def redeliver_event(
     request: Request,
-    event_id: Annotated[str, Path(max_length=64)],
+    event_id: ObjectId,
     caller: ServerCaller,
     idempotent: Idempotent,
     body: Annotated[RedeliverRequest | None, Body()] = None,
@@ -165,3 +167,26 @@ async def redeliver_event(
         return DeliveryList(data=[DeliveryOut.of(delivery, []) for delivery in deliveries], has_more=False)
 
     return await idempotent.run(redeliver)
+
+
+@router.post(
+    "/webhooks/{provider}",
+    tags=["provider webhooks"],
+    summary="Notifications from a payment provider (signed by the provider)",
+    response_class=PlainTextResponse,
+    responses={
+        200: {"description": "Received (or a duplicate, ignored)", "content": {"text/plain": {}}},
+        **problem_responses(400, 401, 404),
+    },
+)
+async def provider_webhook(
+    request: Request,
+    provider: Annotated[str, Path(pattern=r"^[a-z0-9_]{1,32}$")],
+    background: BackgroundTasks,
+) -> PlainTextResponse:
+    inbound = container_of(request).inbound_webhooks
+    signature_header = inbound.provider(provider).signature_header
+    intent_id = await inbound.receive(provider, await request.body(), request.headers.get(signature_header))
+    if intent_id is not None:
+        background.add_task(inbound.settle, intent_id)  # after the answer: the provider waits for nobody
+    return PlainTextResponse("OK")

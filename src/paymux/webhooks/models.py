@@ -63,6 +63,22 @@ class WebhookDelivery(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class ProviderWebhookEvent(Base):
+    """An inbound provider notification, recorded once; duplicates are acknowledged and ignored."""
+
+    __tablename__ = "provider_webhook_events"
+    __table_args__ = (UniqueConstraint("provider", "dedupe_key"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    dedupe_key: Mapped[str] = mapped_column(String(200))
+    payment_intent_id: Mapped[str] = mapped_column(String(40), index=True)
+    merchant_id: Mapped[int] = mapped_column(BigInteger)
+    body: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class WebhookAttempt(Base):
     __tablename__ = "webhook_attempts"
 

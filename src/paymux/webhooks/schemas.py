@@ -3,8 +3,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
+from paymux.core.inputs import InputModel
 from paymux.core.pagination import Page
 from paymux.events.catalogue import ALL_EVENTS, EVENT_TYPES
 from paymux.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -30,9 +31,7 @@ EventSelection = Annotated[
 ]
 
 
-class WebhookEndpointCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class WebhookEndpointCreate(InputModel):
     url: EndpointURL
     events: EventSelection = Field(default_factory=lambda: [ALL_EVENTS])
     enabled: bool = True
@@ -44,9 +43,7 @@ class WebhookEndpointCreate(BaseModel):
     _events = field_validator("events")(_known_events)
 
 
-class WebhookEndpointUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class WebhookEndpointUpdate(InputModel):
     url: EndpointURL | None = None
     events: EventSelection | None = None
     enabled: bool | None = None
@@ -58,9 +55,7 @@ class WebhookEndpointUpdate(BaseModel):
         return None if events is None else _known_events(events)
 
 
-class SecretRotation(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SecretRotation(InputModel):
     expire_previous_in_hours: int = Field(
         default=24, ge=0, le=168, description="How long the previous secret keeps signing (0: stop at once)"
     )
@@ -154,9 +149,7 @@ class DeliveryList(Page[DeliveryOut]):
     pass
 
 
-class RedeliverRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RedeliverRequest(InputModel):
     endpoint_id: Annotated[str, Field(max_length=64)] | None = Field(
         default=None,
         description="Only to this endpoint; default every enabled endpoint subscribed to the event",

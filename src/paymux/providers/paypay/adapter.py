@@ -1,0 +1,232 @@
+"""The PayPay adapter: Open Payment API v2, dynamic QR codes (merchant-presented).
+
+| protocol call | PayPay |
+|---|---|
+| create_payment (qr_mpm) | POST /v2/codes (codeType ORDER_QR; merchantPaymentId = the PaymentIntent id) |
+| get_payment_status | GET /v2/codes/payments/{merchantPaymentId} |
+| cancel_payment | DELETE /v2/codes/{codeId}, then DELETE /v2/payments/{merchantPaymentId} (reverses a payment that slipped through) |
+| refund_payment | POST /v2/refunds (merchantRefundId = the refund transaction id) |
+
+Credentials of a store's `paypay` config: `api_key`, `api_secret`, `merchant_id` (sent as X-ASSUME-MERCHANT).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from paymux.core.clock import Clock
+from paymux.providers.base import (
+    PaymentMethodType,
+    PaymentReference,
+    PaymentRequest,
+    ProviderCredentials,
+    ProviderNotification,
+    ProviderPayment,
+    ProviderPaymentStatus,
+    ProviderProtocolError,
+    ProviderRefund,
+    ProviderRejected,
+    ProviderTimeout,
+    RefundRequest,
+    UnsupportedFlow,
+    WebhookNotUnderstood,
+)
+from paymux.providers.http import transport_error
+from paymux.providers.paypay import signing, wire
+
+PRODUCTION_URL = "https://api.paypay.ne.jp"
+CONTENT_TYPE = "application/json;charset=UTF-8"
+SUCCESS_CODES = frozenset({"SUCCESS", "REQUEST_ACCEPTED"})
+
+
+class PayPayProvider:
+    name = "paypay"
+    payment_methods = frozenset({PaymentMethodType.QR_MPM})
+    signature_header = "X-PayPay-Signature"
+
+    def __init__(self, http: httpx.AsyncClient, clock: Clock, nonce: Callable[[], str] | None = None) -> None:
+        self._http = http
+        self._clock = clock
+        self._nonce = nonce or (lambda: secrets.token_hex(4))
+
+    # ------------------------------------------------------------------ the protocol
+
+    async def create_payment(
+        self, credentials: ProviderCredentials, request: PaymentRequest
+    ) -> ProviderPayment:
+        if request.payment_method_type is not PaymentMethodType.QR_MPM:
+            raise UnsupportedFlow(f"paypay: {request.payment_method_type.value} is not supported")
+        body = {
+            "merchantPaymentId": request.payment_intent_id,
+            "amount": {"amount": request.amount, "currency": request.currency},
+            "codeType": "ORDER_QR",
+            "orderDescription": (request.description or request.payment_intent_id)[:255],
+            "requestedAt": self._epoch(),
+            "isAuthorization": False,
+        }
+        data = await self._call(credentials, "POST", "/v2/codes", body)
+        amount = _amount(data)
+        expiry = data.get("expiryDate")
+        return ProviderPayment(
+            status=ProviderPaymentStatus.REQUIRES_ACTION,
+            provider_transaction_id=None,
+            amount=amount[0],
+            currency=amount[1],
+            provider_reference=_text(data, "codeId"),
+            next_action={
+                "type": "display_qr_code",
+                "provider": self.name,
+                "qr_payload": _text(data, "url"),
+                "url": _text(data, "url"),
+                "deeplink": data.get("deeplink"),
+                "expires_at": datetime.fromtimestamp(int(expiry), UTC).isoformat() if expiry else None,
+            },
+        )
+
+    async def get_payment_status(
+        self, credentials: ProviderCredentials, reference: PaymentReference
+    ) -> ProviderPayment:
+        data = await self._call(credentials, "GET", f"/v2/codes/payments/{reference.payment_intent_id}", None)
+        status = _text(data, "status")
+        amount = _amount(data)
+        return ProviderPayment(
+            status=wire.payment_status(status),
+            provider_transaction_id=data.get("paymentId"),
+            amount=amount[0],
+            currency=amount[1],
+            provider_reference=reference.provider_reference,
+            failure_code=wire.failure_code(status),
+            failure_message=f"PayPay reports the payment as {status}" if wire.failure_code(status) else None,
+        )
+
+    async def cancel_payment(self, credentials: ProviderCredentials, reference: PaymentReference) -> None:
+        if reference.provider_reference:
+            try:
+                await self._call(credentials, "DELETE", f"/v2/codes/{reference.provider_reference}", None)
+            except ProviderRejected as exc:
+                if exc.provider_code not in {"CODE_NOT_FOUND", "DYNAMIC_QR_NOT_FOUND"}:
+                    raise
+        # Deleting the code stops new payments; this reverses one that completed in the meantime.
+        await self._call(credentials, "DELETE", f"/v2/payments/{reference.payment_intent_id}", None)
+
+    async def refund_payment(
+        self, credentials: ProviderCredentials, request: RefundRequest
+    ) -> ProviderRefund:
+        if request.payment.provider_transaction_id is None:
+            raise ProviderRejected("paypay: the payment has no paymentId to refund")
+        body: dict[str, Any] = {
+            "merchantRefundId": request.refund_id,
+            "paymentId": request.payment.provider_transaction_id,
+            "amount": {"amount": request.amount, "currency": request.payment.currency},
+            "requestedAt": self._epoch(),
+        }
+        if request.reason:
+            body["reason"] = request.reason[:150]
+        data = await self._call(credentials, "POST", "/v2/refunds", body)
+        return ProviderRefund(
+            status=wire.refund_status(_text(data, "status")), provider_refund_id=data.get("paymentId")
+        )
+
+    # ------------------------------------------------------------------ webhooks
+
+    def parse_notification(self, body: bytes) -> ProviderNotification | None:
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            raise WebhookNotUnderstood("not JSON") from None
+        if not isinstance(payload, dict) or "notification_type" not in payload:
+            raise WebhookNotUnderstood("not a PayPay notification")
+        if payload["notification_type"] != "Transaction":
+            return None  # file.created and friends: nothing to do with one payment
+        merchant_order_id = payload.get("merchant_order_id")
+        state = payload.get("state")
+        if not isinstance(merchant_order_id, str) or not isinstance(state, str):
+            raise WebhookNotUnderstood("a Transaction notification without merchant_order_id or state")
+        return ProviderNotification(
+            payment_intent_id=merchant_order_id,
+            dedupe_key=f"{merchant_order_id}:{state}:{payload.get('order_id') or ''}",
+            provider_status=state,
+        )
+
+    def verify_notification(self, body: bytes, signature: str | None, secret: str) -> bool:
+        if not signature:
+            return False
+        expected = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+        return hmac.compare_digest(expected, signature.strip())
+
+    # ------------------------------------------------------------------ wire
+
+    def _epoch(self) -> int:
+        return int(self._clock.now().timestamp())
+
+    async def _call(
+        self, credentials: ProviderCredentials, method: str, path: str, body: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        values = credentials.values
+        try:
+            api_key, api_secret, merchant = values["api_key"], values["api_secret"], values["merchant_id"]
+        except KeyError as exc:
+            raise ProviderRejected(f"paypay: the store's credentials lack {exc.args[0]}") from None
+        raw = json.dumps(body, separators=(",", ":")).encode() if body is not None else b""
+        headers = {
+            "Authorization": signing.authorization(
+                api_key,
+                api_secret,
+                method=method,
+                path=path,
+                content_type=CONTENT_TYPE if raw else None,
+                body=raw,
+                nonce=self._nonce(),
+                epoch=self._epoch(),
+            ),
+            "X-ASSUME-MERCHANT": merchant,
+        }
+        if raw:
+            headers["Content-Type"] = CONTENT_TYPE
+        url = (credentials.base_url or PRODUCTION_URL).rstrip("/") + path
+        try:
+            response = await self._http.request(method, url, content=raw or None, headers=headers)
+        except httpx.HTTPError as exc:
+            raise transport_error(self.name, exc) from exc
+        if response.status_code >= 500:
+            raise ProviderTimeout(f"paypay: HTTP {response.status_code}; the outcome is unknown")
+        try:
+            envelope = response.json()
+        except ValueError:
+            raise ProviderProtocolError(f"paypay: HTTP {response.status_code} without a JSON body") from None
+        code = wire.result_code(envelope)
+        if code not in SUCCESS_CODES or response.status_code >= 400:
+            message = envelope["resultInfo"].get("message") or code
+            raise ProviderRejected(f"paypay: {code}: {message}", provider_code=code)
+        data = envelope.get("data")
+        return data if isinstance(data, dict) else {}
+
+    def __repr__(self) -> str:
+        return "PayPayProvider()"
+
+
+def _text(data: dict[str, Any], field: str) -> str:
+    value = data.get(field)
+    if not isinstance(value, str):
+        raise ProviderProtocolError(f"paypay: the answer lacks {field}")
+    return value
+
+
+def _amount(data: dict[str, Any]) -> tuple[int, str]:
+    amount = data.get("amount")
+    if (
+        not isinstance(amount, dict)
+        or not isinstance(amount.get("amount"), int)
+        or not isinstance(amount.get("currency"), str)
+    ):
+        raise ProviderProtocolError("paypay: the answer lacks amount {amount, currency}")
+    return amount["amount"], amount["currency"]

@@ -1,0 +1,96 @@
+"""What every provider sandbox shares: its settings from the environment, a customer-outcome request, and a
+webhook sender. Sandboxes keep their state in memory: they stand in for a provider's systems, not paymux's."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import httpx
+import structlog
+from pydantic import BaseModel, ConfigDict
+
+log = structlog.get_logger(__name__)
+
+Outcome = Literal["COMPLETED", "FAILED", "EXPIRED", "CANCELED"]
+
+
+class OutcomeRequest(BaseModel):
+    """`POST /<provider>/_sandbox/payments/{merchant payment id}`: what the customer did."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxCredentials:
+    api_key: str
+    api_secret: str
+    merchant_id: str
+    webhook_secret: str | None
+
+    @classmethod
+    def from_env(
+        cls, provider: str, defaults: SandboxCredentials, env: Mapping[str, str] | None = None
+    ) -> SandboxCredentials:
+        """PAYMUX_SANDBOX_<PROVIDER>_API_KEY, _API_SECRET, _MERCHANT_ID, _WEBHOOK_SECRET, else the demo defaults."""
+        source = os.environ if env is None else env
+        prefix = f"PAYMUX_SANDBOX_{provider.upper()}_"
+        return cls(
+            api_key=source.get(prefix + "API_KEY", defaults.api_key),
+            api_secret=source.get(prefix + "API_SECRET", defaults.api_secret),
+            merchant_id=source.get(prefix + "MERCHANT_ID", defaults.merchant_id),
+            webhook_secret=source.get(prefix + "WEBHOOK_SECRET", defaults.webhook_secret or "") or None,
+        )
+
+
+@dataclass(frozen=True)
+class SandboxTiming:
+    """Magic-amount delays: a slow answer, and one slower than any sane client timeout."""
+
+    slow_seconds: float = 2.0
+    timeout_seconds: float = 60.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> SandboxTiming:
+        source = os.environ if env is None else env
+        return cls(
+            slow_seconds=float(source.get("PAYMUX_SANDBOX_SLOW_SECONDS", "2")),
+            timeout_seconds=float(source.get("PAYMUX_SANDBOX_TIMEOUT_SECONDS", "60")),
+        )
+
+
+class WebhookSender:
+    """Sends a provider's notifications to paymux, retrying a few times like a provider would."""
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def send(self, body: bytes, headers: Mapping[str, str]) -> None:
+        if self.url is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._deliver(self.url, body, dict(headers)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, url: str, body: bytes, headers: dict[str, str]) -> None:
+        async with httpx.AsyncClient(timeout=10) as client:
+            for attempt in range(4):
+                try:
+                    response = await client.post(url, content=body, headers=headers)
+                    if response.status_code < 300:
+                        return
+                    log.warning("sandbox webhook refused", url=url, status=response.status_code)
+                except httpx.HTTPError as exc:
+                    log.warning("sandbox webhook failed", url=url, error=str(exc))
+                await asyncio.sleep(0.5 * 2**attempt)
+
+    async def drain(self) -> None:
+        """Wait for the notifications in flight (tests)."""
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
