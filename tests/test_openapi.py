@@ -157,6 +157,7 @@ OPERATIONS = [
     ("POST", "/v1/webhook_endpoints/{endpoint_id}/rotate_secret"),
     ("GET", "/v1/webhook_endpoints/{endpoint_id}/deliveries"),
     ("POST", "/v1/webhooks/{provider}"),
+    ("GET", "/v1/webhooks/{provider}/return"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
 ]

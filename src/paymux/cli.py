@@ -19,7 +19,7 @@ from paymux.container import Container
 from paymux.core.db import to_async_url
 from paymux.core.errors import PaymuxError
 from paymux.core.logging import configure_logging
-from paymux.providers.sandboxes import create_sandbox_app, paypay_sandbox
+from paymux.providers.sandboxes import create_sandbox_app, linepay_sandbox, paypay_sandbox
 from paymux.tenants.schemas import ProviderConfigSync
 from paymux.tenants.service import BootstrapResult
 from paymux.worker import Worker
@@ -137,6 +137,7 @@ def demo(
     os.environ.setdefault("PAYMUX_WEBHOOKS_ALLOW_PRIVATE", "true")
     os.environ.setdefault("PAYMUX_MOUNT_SANDBOXES", "true")
     os.environ.setdefault("PAYMUX_SANDBOX_WEBHOOK_BASE", base)
+    os.environ.setdefault("PAYMUX_PUBLIC_URL", base)
     settings = Settings()
     migrations.upgrade(settings.database_url)
     result = _with_container(
@@ -147,6 +148,19 @@ def demo(
             client_name=DEMO_CLIENT,
             test_provider=True,
             reuse_client=True,
+        )
+    )
+    linepay = linepay_sandbox(None).credentials
+    _with_container(
+        lambda container: container.tenants.configure_provider(
+            result.store_id,
+            ProviderConfigSync(
+                provider_code="linepay",
+                credentials={"channel_id": linepay.api_key, "channel_secret": linepay.api_secret},
+                base_url=f"{base}/linepay",
+                webhook_secret=linepay.webhook_secret,
+                is_active=True,
+            ),
         )
     )
     paypay = paypay_sandbox(None).credentials

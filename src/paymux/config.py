@@ -76,6 +76,10 @@ class Settings(BaseSettings):
         default=False,
         description="Run the worker inside `paymux serve` (one process; `paymux demo` sets it).",
     )
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="paymux's address as customers' browsers reach it (LINE Pay returns the customer here).",
+    )
     mount_sandboxes: bool = Field(
         default=False,
         description="Serve the provider sandboxes under /<provider> too (`paymux demo` sets it).",

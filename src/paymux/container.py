@@ -20,6 +20,7 @@ from paymux.gateway.replay import MemoryReplayGuard, RedisReplayGuard, ReplayGua
 from paymux.payments.service import PaymentService
 from paymux.providers.base import PaymentProvider
 from paymux.providers.http import provider_client
+from paymux.providers.linepay.adapter import LinePayProvider
 from paymux.providers.paypay.adapter import PayPayProvider
 from paymux.providers.registry import ProviderRegistry
 from paymux.providers.testmode import BuiltinTestProvider
@@ -28,8 +29,13 @@ from paymux.webhooks.inbound import InboundWebhookService
 from paymux.webhooks.service import WebhookService
 
 
-def default_providers(http: httpx.AsyncClient, clock: Clock) -> list[PaymentProvider]:
-    return [BuiltinTestProvider(), PayPayProvider(http, clock)]
+def default_providers(settings: Settings, http: httpx.AsyncClient, clock: Clock) -> list[PaymentProvider]:
+    public_url = settings.public_url.rstrip("/")
+    return [
+        BuiltinTestProvider(),
+        PayPayProvider(http, clock),
+        LinePayProvider(http, return_url=lambda provider: f"{public_url}/v1/webhooks/{provider}/return"),
+    ]
 
 
 @dataclass
@@ -78,7 +84,7 @@ class Container:
         )
         provider_http = provider_client(settings.provider_timeout_seconds)
         registry = ProviderRegistry(
-            providers if providers is not None else default_providers(provider_http, clock)
+            providers if providers is not None else default_providers(settings, provider_http, clock)
         )
         events = EventService(db, clock)
         api_clients = ApiClientService(db, cipher, clock)

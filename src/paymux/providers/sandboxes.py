@@ -10,6 +10,8 @@ from collections.abc import Mapping
 
 from fastapi import FastAPI
 
+from paymux.providers.linepay.sandbox import DEFAULTS as LINEPAY_DEFAULTS
+from paymux.providers.linepay.sandbox import LinePaySandbox
 from paymux.providers.paypay.sandbox import DEFAULTS as PAYPAY_DEFAULTS
 from paymux.providers.paypay.sandbox import PayPaySandbox
 from paymux.providers.sandbox_kit import SandboxCredentials, SandboxTiming
@@ -27,8 +29,17 @@ def paypay_sandbox(webhook_base: str | None, env: Mapping[str, str] | None = Non
     )
 
 
+def linepay_sandbox(webhook_base: str | None, env: Mapping[str, str] | None = None) -> LinePaySandbox:
+    return LinePaySandbox(
+        SandboxCredentials.from_env("linepay", LINEPAY_DEFAULTS, env),
+        webhook_url=webhook_url(webhook_base, "linepay"),
+        timing=SandboxTiming.from_env(env),
+    )
+
+
 def mount_sandboxes(app: FastAPI, webhook_base: str | None, env: Mapping[str, str] | None = None) -> None:
     app.mount("/paypay", paypay_sandbox(webhook_base, env).app())
+    app.mount("/linepay", linepay_sandbox(webhook_base, env).app())
 
 
 def create_sandbox_app(webhook_base: str | None, env: Mapping[str, str] | None = None) -> FastAPI:

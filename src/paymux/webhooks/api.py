@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Body, Path, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Body, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel
 
 from paymux.core.errors import problem_responses
 from paymux.core.inputs import ID_PATTERN, ObjectId
@@ -25,6 +26,12 @@ from paymux.webhooks.schemas import (
 from paymux.webhooks.service import WebhookService
 
 router = APIRouter(prefix="/v1", tags=["webhooks"], responses=problem_responses(401, 413, 429, 503))
+
+
+class ReturnResult(BaseModel):
+    payment_intent_id: str
+    status: str
+
 
 EndpointId = Annotated[str, Path(pattern=ID_PATTERN, description="A webhook endpoint id, `we_...`")]
 
@@ -167,6 +174,22 @@ async def redeliver_event(
         return DeliveryList(data=[DeliveryOut.of(delivery, []) for delivery in deliveries], has_more=False)
 
     return await idempotent.run(redeliver)
+
+
+@router.get(
+    "/webhooks/{provider}/return",
+    tags=["provider webhooks"],
+    summary="Where a provider sends the customer's browser back (LINE Pay's confirmUrl); checks the payment",
+    responses=problem_responses(404, 422),
+)
+async def provider_return(
+    request: Request,
+    provider: Annotated[str, Path(pattern=r"^[a-z0-9_]{1,32}$")],
+    order_id: Annotated[str, Query(alias="orderId", pattern=ID_PATTERN)],
+) -> ReturnResult:
+    """The customer approved (or cancelled) at the provider; the status check decides, as with webhooks."""
+    intent = await container_of(request).inbound_webhooks.returned(provider, order_id)
+    return ReturnResult(payment_intent_id=intent.id, status=intent.status)
 
 
 @router.post(

@@ -119,6 +119,15 @@ class InboundWebhookService:
                 return None
             return intent.id
 
+    async def returned(self, name: str, intent_id: str) -> PaymentIntent:
+        """The provider sent the customer back: check the payment now rather than at the next poll."""
+        self.provider(name)
+        async with self._db.reading() as session:
+            intent = await session.get(PaymentIntent, intent_id)
+        if intent is None or intent.provider_name != name:
+            raise NotFound(f"No {name} payment {intent_id}.", code="payment_intent_not_found")
+        return await self._payments.check_payment(intent_id) or intent
+
     async def settle(self, intent_id: str) -> None:
         """The slow part, after the answer: check with the provider, then mark the notifications processed."""
         await self._payments.check_payment(intent_id)

@@ -1,0 +1,1 @@
+"""LINE Pay Online API v3: signing, adapter and sandbox."""
