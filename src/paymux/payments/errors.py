@@ -68,6 +68,11 @@ class StoreRequired(Unprocessable):
     title = "store_id is required"
 
 
+class CustomerCodeRequired(Unprocessable):
+    code = "customer_code_required"
+    title = "customer_code is required to confirm a qr_cpm payment"
+
+
 class ConfirmationInProgress(Conflict):
     code = "confirmation_in_progress"
     title = "The intent's provider has not answered the first confirmation yet"

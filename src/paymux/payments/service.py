@@ -23,6 +23,7 @@ from paymux.payments.errors import (
     CaptureAmountTooLarge,
     CaptureNotAllowed,
     ConfirmationInProgress,
+    CustomerCodeRequired,
     InvalidStateTransition,
     MerchantRefTaken,
     PaymentIntentNotFound,
@@ -223,6 +224,11 @@ class PaymentService:
                     f"Only a payment intent in requires_payment_method can be confirmed; this one is {intent.status}.",
                     current_status=intent.status,
                 )
+            if (
+                PaymentMethodType(intent.payment_method_type) is PaymentMethodType.QR_CPM
+                and not request.customer_code
+            ):
+                raise CustomerCodeRequired("A qr_cpm payment is confirmed with the customer's scanned code.")
             if await self._pending_attempt(session, intent.id) is not None:
                 raise ConfirmationInProgress(
                     "This intent's provider has not answered the first confirmation yet."
