@@ -57,6 +57,7 @@ from paymux.providers.base import (
     PaymentProvider,
     PaymentReference,
     PaymentRequest,
+    ProviderCredentials,
     ProviderError,
     ProviderPayment,
     ProviderPaymentStatus,
@@ -385,22 +386,11 @@ class PaymentService:
             attempt = await self._pending_attempt(session, intent_id) if intent is not None else None
             if intent is None or attempt is None or attempt.provider_name is None:
                 return intent
-            if attempt.provider_name not in self._providers:
-                log.error("pending payment of a provider this process does not know", intent=intent_id)
+            try:
+                provider, credentials, reference = await self._route(session, intent, attempt.provider_name)
+            except ProviderNotConfigured as exc:
+                log.error("pending payment that cannot be checked", intent=intent_id, error=exc.detail)
                 return intent
-            provider = self._providers.get(attempt.provider_name)
-            config = await self._tenants.provider_config(session, intent.store_id, attempt.provider_name)
-            if config is None:
-                log.error("pending payment whose store lost its provider config", intent=intent_id)
-                return intent
-            credentials = self._tenants.credentials(config)
-            reference = PaymentReference(
-                intent.id,
-                intent.provider_transaction_id,
-                intent.amount,
-                intent.currency,
-                intent.provider_reference,
-            )
         try:
             result = await self._call(provider.get_payment_status(credentials, reference))
         except ProviderError as exc:
@@ -461,20 +451,7 @@ class PaymentService:
                 self._transition(session, intent, PaymentStatus.CANCELLED, "cancelled")
                 return intent
             # A code is out there: the provider must stop it before the intent is cancelled.
-            provider = self._providers.get(attempt.provider_name)
-            config = await self._tenants.provider_config(session, intent.store_id, attempt.provider_name)
-            if config is None:
-                raise ProviderNotConfigured(
-                    f"Store {intent.store_id} no longer has a {attempt.provider_name} configuration."
-                )
-            credentials = self._tenants.credentials(config)
-            reference = PaymentReference(
-                intent.id,
-                intent.provider_transaction_id,
-                intent.amount,
-                intent.currency,
-                intent.provider_reference,
-            )
+            provider, credentials, reference = await self._route(session, intent, attempt.provider_name)
         try:
             await self._call(provider.cancel_payment(credentials, reference))
         except ProviderError as exc:
@@ -569,15 +546,11 @@ class PaymentService:
                     session, intent, refund, ProviderRefund(ProviderRefundStatus.SUCCEEDED, None)
                 )
                 return refund
-            provider, config = await self._refund_route(session, intent)
-            credentials = self._tenants.credentials(config)
+            if intent.provider_name is None:
+                raise ProviderNotConfigured("This payment has no provider to refund through.")
+            provider, credentials, reference = await self._route(session, intent, intent.provider_name)
             provider_request = RefundRequest(
-                refund_id=refund.id,
-                payment=PaymentReference(
-                    intent.id, intent.provider_transaction_id, intent.amount, intent.currency
-                ),
-                amount=amount,
-                reason=request.reason,
+                refund_id=refund.id, payment=reference, amount=amount, reason=request.reason
             )
         try:
             result = await self._call(provider.refund_payment(credentials, provider_request))
@@ -771,16 +744,23 @@ class PaymentService:
             )
         return self._providers.get(candidates[0].provider_code), candidates[0]
 
-    async def _refund_route(
-        self, session: AsyncSession, intent: PaymentIntent
-    ) -> tuple[PaymentProvider, StoreProviderConfig]:
-        name = intent.provider_name
-        if name is None or name not in self._providers:
-            raise ProviderNotConfigured("This payment has no provider to refund through.")
-        config = await self._tenants.provider_config(session, intent.store_id, name)
-        if config is None:
-            raise ProviderNotConfigured(f"Store {intent.store_id} no longer has a {name} configuration.")
-        return self._providers.get(name), config
+    async def _route(
+        self, session: AsyncSession, intent: PaymentIntent, provider_name: str
+    ) -> tuple[PaymentProvider, ProviderCredentials, PaymentReference]:
+        """The provider, the store's credentials for it (decrypted for this call), and the payment as it knows it."""
+        config = await self._tenants.provider_config(session, intent.store_id, provider_name)
+        if provider_name not in self._providers or config is None:
+            raise ProviderNotConfigured(
+                f"Store {intent.store_id} has no {provider_name} configuration paymux can use."
+            )
+        reference = PaymentReference(
+            intent.id,
+            intent.provider_transaction_id,
+            intent.amount,
+            intent.currency,
+            intent.provider_reference,
+        )
+        return self._providers.get(provider_name), self._tenants.credentials(config), reference
 
     async def _call(self, call: Awaitable[T]) -> T:
         """A provider call with paymux's deadline on top of the adapter's own; no answer in time is a timeout."""
