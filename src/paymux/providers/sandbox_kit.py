@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 import httpx
 import structlog
+from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict
 
 log = structlog.get_logger(__name__)
@@ -94,3 +95,31 @@ class WebhookSender:
         """Wait for the notifications in flight (tests)."""
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+CONTROL_PREFIX = "/_sandbox/"
+
+Authenticator = Callable[[Request], Awaitable[Response | None]]
+
+
+def provider_path(request: Request) -> str:
+    """The path as the provider sees it: without the prefix the sandbox is mounted under (`/paypay`)."""
+    return request.url.path.removeprefix(request.scope.get("root_path", ""))
+
+
+def sandbox_app(title: str, authenticate: Authenticator) -> FastAPI:
+    """A sandbox's app: every request but the customer-playing control endpoints must pass `authenticate`,
+    which answers with the provider's own refusal or None."""
+    app = FastAPI(title=title, openapi_url=None, docs_url=None, redoc_url=None)
+
+    @app.middleware("http")
+    async def _authenticate(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if not provider_path(request).startswith(CONTROL_PREFIX):
+            refused = await authenticate(request)
+            if refused is not None:
+                return refused
+        return await call_next(request)
+
+    return app

@@ -26,7 +26,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from paymux.providers.linepay import signing
-from paymux.providers.sandbox_kit import OutcomeRequest, SandboxCredentials, SandboxTiming, WebhookSender
+from paymux.providers.sandbox_kit import (
+    OutcomeRequest,
+    SandboxCredentials,
+    SandboxTiming,
+    WebhookSender,
+    provider_path,
+    sandbox_app,
+)
 
 # The demo's credentials: public on purpose, accepted only by this sandbox. api_key is the channel id.
 DEFAULTS = SandboxCredentials(
@@ -84,7 +91,7 @@ class LinePaySandbox:
         presented = request.headers.get("x-line-authorization")
         if channel != self.credentials.api_key or not nonce or not presented:
             return refused
-        path = request.url.path.removeprefix(request.scope.get("root_path", ""))
+        path = provider_path(request)
         payload = (await request.body()).decode() if request.method == "POST" else request.url.query
         if not signing.verify(
             self.credentials.api_secret, presented, path=path, payload=payload, nonce=nonce
@@ -104,17 +111,7 @@ class LinePaySandbox:
         self.webhooks.send(body, headers)
 
     def app(self) -> FastAPI:
-        app = FastAPI(title="LINE Pay sandbox", openapi_url=None, docs_url=None, redoc_url=None)
-
-        @app.middleware("http")
-        async def authenticate(request: Request, call_next: Any) -> Response:
-            path = request.url.path.removeprefix(request.scope.get("root_path", ""))
-            if not path.startswith("/_sandbox/"):
-                refused = await self._authenticate(request)
-                if refused is not None:
-                    return refused
-            response: Response = await call_next(request)
-            return response
+        app = sandbox_app("LINE Pay sandbox", self._authenticate)
 
         @app.post("/v3/payments/request")
         async def request_payment(request: Request) -> Response:

@@ -27,7 +27,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from paymux.providers.paypay import signing
-from paymux.providers.sandbox_kit import OutcomeRequest, SandboxCredentials, SandboxTiming, WebhookSender
+from paymux.providers.sandbox_kit import (
+    OutcomeRequest,
+    SandboxCredentials,
+    SandboxTiming,
+    WebhookSender,
+    provider_path,
+    sandbox_app,
+)
 
 # The demo's credentials: public on purpose, accepted only by this sandbox.
 DEFAULTS = SandboxCredentials(
@@ -121,7 +128,7 @@ class PayPaySandbox:
         if not auth.epoch.isdigit() or abs(time.time() - int(auth.epoch)) > 120:
             return unauthorized
         body = await request.body()
-        path = request.url.path.removeprefix(request.scope.get("root_path", ""))
+        path = provider_path(request)
         if not signing.verify(
             self.credentials.api_secret,
             auth,
@@ -176,17 +183,7 @@ class PayPaySandbox:
     # ------------------------------------------------------------------ the app
 
     def app(self) -> FastAPI:
-        app = FastAPI(title="PayPay sandbox", openapi_url=None, docs_url=None, redoc_url=None)
-
-        @app.middleware("http")
-        async def authenticate(request: Request, call_next: Any) -> Response:
-            path = request.url.path.removeprefix(request.scope.get("root_path", ""))
-            if not path.startswith("/_sandbox/"):
-                refused = await self._authenticate(request)
-                if refused is not None:
-                    return refused
-            response: Response = await call_next(request)
-            return response
+        app = sandbox_app("PayPay sandbox", self._authenticate)
 
         @app.post("/v2/codes")
         async def create_code(request: Request) -> Response:
