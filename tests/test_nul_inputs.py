@@ -18,6 +18,9 @@ from tests.support import ServerClient, Tenant, intent_body
         "/v1/events?object_id=a%00",
         "/v1/events/evt_%00",
         "/v1/webhook_endpoints/we_%00",
+        "/v1/payment_intents?starting_after=pi_%00",
+        "/v1/events?starting_after=evt_%00",
+        "/v1/webhook_endpoints?starting_after=we_%00",
     ],
 )
 async def test_nul_in_path_or_query(server: ServerClient, path: str) -> None:

@@ -19,7 +19,14 @@ from paymux.container import Container
 from paymux.core.db import to_async_url
 from paymux.core.errors import PaymuxError
 from paymux.core.logging import configure_logging
-from paymux.providers.sandboxes import create_sandbox_app, linepay_sandbox, paypay_sandbox
+from paymux.providers.sandboxes import (
+    aupay_sandbox,
+    create_sandbox_app,
+    dpayment_sandbox,
+    linepay_sandbox,
+    paypay_sandbox,
+    rakuten_sandbox,
+)
 from paymux.tenants.schemas import ProviderConfigSync
 from paymux.tenants.service import BootstrapResult
 from paymux.worker import Worker
@@ -150,36 +157,12 @@ def demo(
             reuse_client=True,
         )
     )
-    linepay = linepay_sandbox(None).credentials
-    _with_container(
-        lambda container: container.tenants.configure_provider(
-            result.store_id,
-            ProviderConfigSync(
-                provider_code="linepay",
-                credentials={"channel_id": linepay.api_key, "channel_secret": linepay.api_secret},
-                base_url=f"{base}/linepay",
-                webhook_secret=linepay.webhook_secret,
-                is_active=True,
-            ),
-        )
-    )
-    paypay = paypay_sandbox(None).credentials
-    _with_container(
-        lambda container: container.tenants.configure_provider(
-            result.store_id,
-            ProviderConfigSync(
-                provider_code="paypay",
-                credentials={
-                    "api_key": paypay.api_key,
-                    "api_secret": paypay.api_secret,
-                    "merchant_id": paypay.merchant_id,
-                },
-                base_url=f"{base}/paypay",
-                webhook_secret=paypay.webhook_secret,
-                is_active=True,
-            ),
-        )
-    )
+
+    async def point_at_sandboxes(container: Container) -> None:
+        for config in demo_provider_configs(base):
+            await container.tenants.configure_provider(result.store_id, config)
+
+    _with_container(point_at_sandboxes)
     # Plain lines, not a box: they must survive copy and paste at any terminal width.
     lines = [
         f"paymux demo: API on {base} (docs: {base}/docs), database {settings.database_url}",
@@ -207,6 +190,49 @@ def sandbox(
 ) -> None:
     """Serve every provider's sandbox under /<provider> (e.g. http://H:P/paypay/v2/codes)."""
     uvicorn.run(create_sandbox_app(webhook_base), host=host, port=port, access_log=False, server_header=False)
+
+
+def demo_provider_configs(base: str) -> list[ProviderConfigSync]:
+    """The demo store's configs: every provider pointed at its sandbox under this server."""
+    paypay = paypay_sandbox(None).credentials
+    linepay = linepay_sandbox(None).credentials
+    keyed = {
+        "dpayment": dpayment_sandbox(None).credentials,
+        "aupay": aupay_sandbox(None).credentials,
+        "rakuten": rakuten_sandbox(None).credentials,
+    }
+    configs = [
+        ProviderConfigSync(
+            provider_code="paypay",
+            credentials={
+                "api_key": paypay.api_key,
+                "api_secret": paypay.api_secret,
+                "merchant_id": paypay.merchant_id,
+            },
+            base_url=f"{base}/paypay",
+            webhook_secret=paypay.webhook_secret,
+        ),
+        ProviderConfigSync(
+            provider_code="linepay",
+            credentials={"channel_id": linepay.api_key, "channel_secret": linepay.api_secret},
+            base_url=f"{base}/linepay",
+            webhook_secret=linepay.webhook_secret,
+        ),
+    ]
+    for code, credentials in keyed.items():
+        configs.append(
+            ProviderConfigSync(
+                provider_code=code,
+                credentials={
+                    "api_key": credentials.api_key,
+                    "api_secret": credentials.api_secret,
+                    "merchant_id": credentials.merchant_id,
+                },
+                base_url=f"{base}/{code}",
+                webhook_secret=credentials.webhook_secret,
+            )
+        )
+    return configs
 
 
 @tenants_app.command("bootstrap")

@@ -18,10 +18,13 @@ from paymux.gateway.idempotency import IdempotencyStore
 from paymux.gateway.ratelimit import RateLimiter, RateLimits
 from paymux.gateway.replay import MemoryReplayGuard, RedisReplayGuard, ReplayGuard
 from paymux.payments.service import PaymentService
+from paymux.providers.aupay.adapter import AuPayProvider
 from paymux.providers.base import PaymentProvider
+from paymux.providers.dpayment.adapter import DPaymentProvider
 from paymux.providers.http import provider_client
 from paymux.providers.linepay.adapter import LinePayProvider
 from paymux.providers.paypay.adapter import PayPayProvider
+from paymux.providers.rakuten.adapter import RakutenPayProvider
 from paymux.providers.registry import ProviderRegistry
 from paymux.providers.testmode import BuiltinTestProvider
 from paymux.tenants.service import TenantService
@@ -35,6 +38,9 @@ def default_providers(settings: Settings, http: httpx.AsyncClient, clock: Clock)
         BuiltinTestProvider(),
         PayPayProvider(http, clock),
         LinePayProvider(http, return_url=lambda provider: f"{public_url}/v1/webhooks/{provider}/return"),
+        DPaymentProvider(http, clock),
+        AuPayProvider(http, clock),
+        RakutenPayProvider(http, clock),
     ]
 
 

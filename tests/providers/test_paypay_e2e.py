@@ -286,3 +286,15 @@ async def test_wrong_credentials_get_paypays_401_and_fail_the_intent(
     assert intent["status"] == "failed"
     assert intent["failure_code"] == "provider_rejected"
     assert "UNAUTHORIZED" in intent["failure_message"]
+
+
+async def test_a_signature_header_with_non_ascii_text_is_a_401_not_a_crash(world: PayPayWorld) -> None:
+    intent = await world.qr_intent()
+    body = paypay_notification(intent["id"], "COMPLETED")
+    refused = await world.http.post(
+        f"{world.paymux}/v1/webhooks/paypay",
+        content=body,
+        headers={"X-PayPay-Signature": "é".encode("latin-1")},
+    )
+    assert refused.status_code == 401
+    assert refused.json()["code"] == "invalid_webhook_signature"

@@ -160,6 +160,7 @@ def sha256_hex(value: str) -> str:
 
 
 def constant_time_equals(left: str | bytes, right: str | bytes) -> bool:
-    a = left.encode() if isinstance(left, str) else left
-    b = right.encode() if isinstance(right, str) else right
+    """Compare secrets in constant time; text is compared as UTF-8 (hmac.compare_digest refuses non-ASCII str)."""
+    a = left.encode("utf-8", "replace") if isinstance(left, str) else left
+    b = right.encode("utf-8", "replace") if isinstance(right, str) else right
     return hmac.compare_digest(a, b)

@@ -8,13 +8,15 @@ from typing import Annotated, Generic, TypeVar
 from fastapi import Query
 from pydantic import BaseModel
 
+from paymux.core.inputs import ID_PATTERN
+
 T = TypeVar("T")
 
 Limit = Annotated[int, Query(ge=1, le=100, description="How many objects to return, 1 to 100.")]
 StartingAfter = Annotated[
     str | None,
     Query(
-        max_length=64,
+        pattern=ID_PATTERN,
         description="An object id from the previous page; the page starts after it (older objects).",
     ),
 ]

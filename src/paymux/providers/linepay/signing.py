@@ -12,6 +12,8 @@ import base64
 import hashlib
 import hmac
 
+from paymux.core.crypto import constant_time_equals
+
 
 def signature(channel_secret: str, *, path: str, payload: str, nonce: str) -> str:
     """`payload` is the raw body of a POST, or the query string (without "?") of a GET."""
@@ -22,4 +24,4 @@ def signature(channel_secret: str, *, path: str, payload: str, nonce: str) -> st
 
 
 def verify(channel_secret: str, presented: str, *, path: str, payload: str, nonce: str) -> bool:
-    return hmac.compare_digest(signature(channel_secret, path=path, payload=payload, nonce=nonce), presented)
+    return constant_time_equals(signature(channel_secret, path=path, payload=payload, nonce=nonce), presented)

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from paymux.core.clock import Clock
+from paymux.core.crypto import constant_time_equals
 from paymux.providers.base import (
     PaymentMethodType,
     PaymentReference,
@@ -161,7 +162,7 @@ class PayPayProvider:
         if not signature:
             return False
         expected = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
-        return hmac.compare_digest(expected, signature.strip())
+        return constant_time_equals(expected, signature.strip())
 
     # ------------------------------------------------------------------ wire
 

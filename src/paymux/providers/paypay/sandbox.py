@@ -26,6 +26,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from paymux.core.crypto import constant_time_equals
 from paymux.providers.paypay import signing
 from paymux.providers.sandbox_kit import (
     OutcomeRequest,
@@ -123,7 +124,7 @@ class PayPaySandbox:
             auth = signing.parse(request.headers.get("authorization", ""))
         except signing.MalformedPayPayAuthorization:
             return unauthorized
-        if not hmac.compare_digest(auth.api_key, self.credentials.api_key):
+        if not constant_time_equals(auth.api_key, self.credentials.api_key):
             return unauthorized
         if not auth.epoch.isdigit() or abs(time.time() - int(auth.epoch)) > 120:
             return unauthorized

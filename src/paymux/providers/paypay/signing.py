@@ -16,6 +16,8 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
+from paymux.core.crypto import constant_time_equals
+
 EMPTY = "empty"
 PREFIX = "hmac OPA-Auth:"
 
@@ -89,7 +91,7 @@ def verify(
     api_secret: str, auth: OpaAuthorization, *, method: str, path: str, content_type: str | None, body: bytes
 ) -> bool:
     signed_type, hashed = body_hash(content_type, body)
-    if not hmac.compare_digest(hashed, auth.body_hash):
+    if not constant_time_equals(hashed, auth.body_hash):
         return False
     expected = mac(
         api_secret,
@@ -100,4 +102,4 @@ def verify(
         content_type=signed_type,
         hashed=hashed,
     )
-    return hmac.compare_digest(expected, auth.mac)
+    return constant_time_equals(expected, auth.mac)

@@ -20,6 +20,8 @@ import binascii
 import hashlib
 import hmac
 
+from paymux.core.crypto import constant_time_equals
+
 SANDBOX_KEY_PREFIX = "sandbox_private_"
 LIVE_API_BASE = "/v1"
 SANDBOX_API_BASE = "/sandbox/v1"
@@ -56,4 +58,4 @@ def notification_signature(webhook_secret: str, body: bytes) -> str:
 def verify_notification(webhook_secret: str, body: bytes, presented: str | None) -> bool:
     if not presented:
         return False
-    return hmac.compare_digest(notification_signature(webhook_secret, body), presented.strip())
+    return constant_time_equals(notification_signature(webhook_secret, body), presented.strip())
