@@ -298,3 +298,34 @@ async def test_a_signature_header_with_non_ascii_text_is_a_401_not_a_crash(world
     )
     assert refused.status_code == 401
     assert refused.json()["code"] == "invalid_webhook_signature"
+
+
+async def test_a_payment_that_completes_during_its_cancellation_is_recorded_as_reversed(
+    world: PayPayWorld, container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.sandbox.webhooks.url = None
+    intent = await world.qr_intent(1000)
+    await world.customer(intent["id"], "COMPLETED")  # paid at PayPay; paymux has not heard yet
+    provider = container.providers.get("paypay")
+    real_cancel = provider.cancel_payment
+
+    async def cancel_after_a_status_check(credentials: Any, reference: Any) -> None:
+        # The interleaving under test: the worker's status check lands between cancel's two units of work.
+        await container.payments.check_payment(reference.payment_intent_id)
+        await real_cancel(credentials, reference)
+
+    monkeypatch.setattr(provider, "cancel_payment", cancel_after_a_status_check)
+    response = await world.server.post(f"/v1/payment_intents/{intent['id']}/cancel")
+    assert response.status_code == 200, response.text
+    settled = response.json()
+    assert (settled["status"], settled["amount_captured"], settled["amount_refunded"]) == (
+        "succeeded",
+        1000,
+        1000,
+    )
+    assert world.sandbox.payments[intent["id"]].status == "CANCELED"  # PayPay gave the money back
+    transactions = (await world.server.get(f"/v1/payment_intents/{intent['id']}/transactions")).json()["data"]
+    refunds = [t for t in transactions if t["type"] == "refund"]
+    assert [(t["status"], t["amount"]) for t in refunds] == [("succeeded", 1000)]
+    events = (await world.server.get("/v1/events?type=refund.succeeded&limit=5")).json()["data"]
+    assert [event["data"]["payment_intent_id"] for event in events] == [intent["id"]]

@@ -459,6 +459,11 @@ class PaymentService:
         async with self._db.unit_of_work() as session:
             intent = await self._find(session, principal, intent_id, lock=True)
             pending = await self._pending_attempt(session, intent.id)
+            if intent.status == PaymentStatus.SUCCEEDED.value:
+                # A status check recorded the payment as completed while the provider was cancelling it; the
+                # provider's cancel reversed it, so the money went back: say so, as a full refund.
+                self._record_reversal(session, intent)
+                return intent
             if not can_transition(PaymentStatus(intent.status), PaymentStatus.CANCELLED):
                 return intent  # the provider's answer settled it meanwhile
             if pending is not None:
@@ -472,6 +477,19 @@ class PaymentService:
             intent.cancellation_reason = request.cancellation_reason
             self._transition(session, intent, PaymentStatus.CANCELLED, "cancelled")
             return intent
+
+    def _record_reversal(self, session: AsyncSession, intent: PaymentIntent) -> None:
+        remaining = intent.amount_captured - intent.amount_refunded
+        if remaining <= 0:
+            return
+        log.warning(
+            "a payment completed while it was being cancelled; the provider reversed it", intent=intent.id
+        )
+        reversal = self._new_transaction(intent, TransactionType.REFUND, remaining)
+        reversal.provider_name = intent.provider_name
+        reversal.reason = "reversed by the cancellation that raced the payment"
+        session.add(reversal)
+        self._settle_refund(session, intent, reversal, ProviderRefund(ProviderRefundStatus.SUCCEEDED, None))
 
     # ------------------------------------------------------------------ capture and refund (server)
 
