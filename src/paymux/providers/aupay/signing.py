@@ -22,6 +22,9 @@ import hashlib
 import hmac
 import re
 
+from paymux.core.crypto import constant_time_equals
+from paymux.providers.notifications import body_signature, verify_body_signature
+
 KEY_ID_HEADER = "X-AuPay-Key-Id"
 MERCHANT_HEADER = "X-AuPay-Merchant-Id"
 TIMESTAMP_HEADER = "X-AuPay-Timestamp"
@@ -76,20 +79,9 @@ def verify(
     api_secret: str, presented: str, *, method: str, path: str, timestamp: str, nonce: str, body: bytes
 ) -> bool:
     expected = signature(api_secret, method=method, path=path, timestamp=timestamp, nonce=nonce, body=body)
-    return _same(expected, presented)
+    return constant_time_equals(expected, presented.strip())
 
 
-def webhook_signature(webhook_secret: str, body: bytes) -> str:
-    digest = hmac.new(webhook_secret.encode("utf-8"), body, hashlib.sha256).digest()
-    return base64.b64encode(digest).decode("ascii")
-
-
-def verify_webhook(webhook_secret: str, body: bytes, presented: str | None) -> bool:
-    if not presented:
-        return False
-    return _same(webhook_signature(webhook_secret, body), presented)
-
-
-def _same(expected: str, presented: str) -> bool:
-    """Constant-time comparison that also takes header text outside ASCII (which never matches)."""
-    return hmac.compare_digest(expected.encode("ascii"), presented.strip().encode("utf-8", "replace"))
+# `X-AuPay-Signature` on notifications: paymux's convention, Base64(HMAC-SHA256(webhook secret, raw body)).
+webhook_signature = body_signature
+verify_webhook = verify_body_signature

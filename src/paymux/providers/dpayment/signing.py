@@ -23,6 +23,9 @@ import hmac
 import re
 from dataclasses import dataclass
 
+from paymux.core.crypto import constant_time_equals
+from paymux.providers.notifications import body_signature, verify_body_signature
+
 EMPTY = "empty"
 PREFIX = "hmac DPAY-Auth:"
 NONCE = re.compile(r"^[A-Za-z0-9]{8,32}$")
@@ -121,18 +124,10 @@ def verify(
     return same(expected, auth.signature)
 
 
-def notification_signature(webhook_secret: str, body: bytes) -> str:
-    """`X-DPayment-Signature`: Base64(HMAC-SHA256(webhook secret, raw body))."""
-    digest = hmac.new(webhook_secret.encode("utf-8"), body, hashlib.sha256).digest()
-    return base64.b64encode(digest).decode("ascii")
+# `X-DPayment-Signature`: Base64(HMAC-SHA256(webhook secret, raw body)), paymux's convention for notifications.
+notification_signature = body_signature
+verify_notification = verify_body_signature
 
 
-def verify_notification(webhook_secret: str, body: bytes, presented: str | None) -> bool:
-    if not presented:
-        return False
-    return same(notification_signature(webhook_secret, body), presented.strip())
-
-
-def same(expected: str, presented: str) -> bool:
-    """Constant-time equality that also takes non-ASCII input (a header may hold anything): compared as UTF-8."""
-    return hmac.compare_digest(expected.encode("utf-8"), presented.encode("utf-8"))
+# Constant-time, and safe on non-ASCII header text.
+same = constant_time_equals

@@ -13,9 +13,6 @@ currency; paymux sends JPY only.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import uuid
 from collections.abc import Callable
@@ -23,7 +20,6 @@ from typing import Any
 
 import httpx
 
-from paymux.core.crypto import constant_time_equals
 from paymux.providers.base import (
     PaymentMethodType,
     PaymentReference,
@@ -43,6 +39,7 @@ from paymux.providers.base import (
 )
 from paymux.providers.http import transport_error
 from paymux.providers.linepay import signing
+from paymux.providers.notifications import verify_body_signature
 
 PRODUCTION_URL = "https://api-pay.line.me"
 DECLINE_CODES = frozenset({"1142", "1110", "1141", "1169", "1153"})
@@ -221,10 +218,7 @@ class LinePayProvider:
         )
 
     def verify_notification(self, body: bytes, signature: str | None, secret: str) -> bool:
-        if not signature:
-            return False
-        expected = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
-        return constant_time_equals(expected, signature.strip())
+        return verify_body_signature(secret, body, signature)
 
     # ------------------------------------------------------------------ wire
 

@@ -13,9 +13,6 @@ only after the timeout delay; 40092 after the slow delay.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
 import secrets
 import time
@@ -26,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from paymux.providers.linepay import signing
+from paymux.providers.notifications import body_signature
 from paymux.providers.sandbox_kit import (
     OutcomeRequest,
     SandboxCredentials,
@@ -106,8 +104,7 @@ class LinePaySandbox:
         ).encode()
         headers = {"content-type": "application/json"}
         if self.credentials.webhook_secret:
-            digest = hmac.new(self.credentials.webhook_secret.encode(), body, hashlib.sha256).digest()
-            headers["X-LINE-Signature"] = base64.b64encode(digest).decode()
+            headers["X-LINE-Signature"] = body_signature(self.credentials.webhook_secret, body)
         self.webhooks.send(body, headers)
 
     def app(self) -> FastAPI:

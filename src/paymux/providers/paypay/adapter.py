@@ -12,9 +12,6 @@ Credentials of a store's `paypay` config: `api_key`, `api_secret`, `merchant_id`
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import secrets
 from collections.abc import Callable
@@ -24,7 +21,6 @@ from typing import Any
 import httpx
 
 from paymux.core.clock import Clock
-from paymux.core.crypto import constant_time_equals
 from paymux.providers.base import (
     PaymentMethodType,
     PaymentReference,
@@ -42,6 +38,7 @@ from paymux.providers.base import (
     WebhookNotUnderstood,
 )
 from paymux.providers.http import transport_error
+from paymux.providers.notifications import verify_body_signature
 from paymux.providers.paypay import signing, wire
 
 PRODUCTION_URL = "https://api.paypay.ne.jp"
@@ -159,10 +156,7 @@ class PayPayProvider:
         )
 
     def verify_notification(self, body: bytes, signature: str | None, secret: str) -> bool:
-        if not signature:
-            return False
-        expected = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
-        return constant_time_equals(expected, signature.strip())
+        return verify_body_signature(secret, body, signature)
 
     # ------------------------------------------------------------------ wire
 

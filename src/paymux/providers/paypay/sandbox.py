@@ -13,9 +13,6 @@ Magic amounts on `POST /v2/codes`: 40002 is declined as soon as the customer tri
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
 import re
 import secrets
@@ -27,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from paymux.core.crypto import constant_time_equals
+from paymux.providers.notifications import body_signature
 from paymux.providers.paypay import signing
 from paymux.providers.sandbox_kit import (
     OutcomeRequest,
@@ -173,8 +171,7 @@ class PayPaySandbox:
         ).encode()
         headers = {"content-type": "application/json"}
         if self.credentials.webhook_secret:
-            digest = hmac.new(self.credentials.webhook_secret.encode(), body, hashlib.sha256).digest()
-            headers["X-PayPay-Signature"] = base64.b64encode(digest).decode()
+            headers["X-PayPay-Signature"] = body_signature(self.credentials.webhook_secret, body)
         self.webhooks.send(body, headers)
 
     def _expire_if_due(self, payment: SandboxPayment) -> None:

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 
-from paymux.core.crypto import constant_time_equals
+from paymux.providers.notifications import body_signature, verify_body_signature
 
 SANDBOX_KEY_PREFIX = "sandbox_private_"
 LIVE_API_BASE = "/v1"
@@ -50,12 +48,6 @@ def parse_authorization(header: str | None) -> tuple[str, str] | None:
     return (user, password) if colon else None
 
 
-def notification_signature(webhook_secret: str, body: bytes) -> str:
-    digest = hmac.new(webhook_secret.encode("utf-8"), body, hashlib.sha256).digest()
-    return base64.b64encode(digest).decode("ascii")
-
-
-def verify_notification(webhook_secret: str, body: bytes, presented: str | None) -> bool:
-    if not presented:
-        return False
-    return constant_time_equals(notification_signature(webhook_secret, body), presented.strip())
+# `X-Rakuten-Signature`: paymux's convention, Base64(HMAC-SHA256(webhook secret, raw body)).
+notification_signature = body_signature
+verify_notification = verify_body_signature
