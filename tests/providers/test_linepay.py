@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import func, select
 
 from paymux.container import Container
 from paymux.core.clock import FrozenClock
@@ -22,6 +23,7 @@ from paymux.providers.linepay import signing
 from paymux.providers.linepay.sandbox import DEFAULTS, LinePaySandbox
 from paymux.providers.sandbox_kit import SandboxTiming
 from paymux.tenants.schemas import ProviderConfigSync
+from paymux.webhooks.models import ProviderWebhookEvent
 from tests.live import serving
 from tests.support import ServerClient, Tenant, bearer, bootstrap_tenant
 
@@ -206,8 +208,26 @@ async def test_a_timeout_is_resolved_by_polling(
     world.sandbox.webhooks.url = None
     intent = await world.qr_intent(40091)
     assert intent["status"] == "processing"
-    await world.customer(intent["id"], "COMPLETED")
+    # paymux never saw the transactionId nor the payment URL: the poll looks the order up by orderId, finds no
+    # payment (the customer could not have approved one) and fails the intent; nothing was charged.
     clock.advance(timedelta(seconds=6))
-    # paymux never saw the transactionId (the answer timed out): the check cannot find the payment yet
-    await container.payments.check_due_payments()
-    assert (await world.server.get(f"/v1/payment_intents/{intent['id']}")).json()["status"] == "processing"
+    assert await container.payments.check_due_payments() == 1
+    failed = await world.until(intent["id"], "failed")
+    assert failed["failure_code"] == "provider_timeout"
+    assert world.sandbox_payment(intent["id"]).state == "RESERVED"
+
+
+async def test_a_replayed_notification_is_recorded_once(world: LineWorld, container: Container) -> None:
+    intent = await world.qr_intent()
+    body = json.dumps({"transactionId": 1, "orderId": intent["id"], "event": "PAYMENT_AUTHORIZED"}).encode()
+    signature = base64.b64encode(
+        hmac.new((DEFAULTS.webhook_secret or "").encode(), body, hashlib.sha256).digest()
+    ).decode()
+    for _ in range(3):
+        response = await world.http.post(
+            f"{world.paymux}/v1/webhooks/linepay", content=body, headers={"X-LINE-Signature": signature}
+        )
+        assert response.status_code == 200
+    async with container.db.reading() as session:
+        count = (await session.execute(select(func.count()).select_from(ProviderWebhookEvent))).scalar_one()
+    assert count == 1

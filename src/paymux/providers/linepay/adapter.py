@@ -112,7 +112,7 @@ class LinePayProvider:
     ) -> ProviderPayment:
         transaction_id = reference.provider_reference or reference.provider_transaction_id
         if transaction_id is None:
-            raise ProviderRejected("linepay: no transactionId to check")
+            return await self._find_by_order(credentials, reference)
         code, message, _ = await self._call_raw(
             credentials, "GET", f"/v3/payments/requests/{transaction_id}/check"
         )
@@ -142,6 +142,42 @@ class LinePayProvider:
             case _:
                 raise ProviderRejected(f"linepay: {code}: {message}", provider_code=code)
 
+    async def _find_by_order(
+        self, credentials: ProviderCredentials, reference: PaymentReference
+    ) -> ProviderPayment:
+        """The request timed out, so paymux never learnt the transactionId: look the order up instead.
+
+        GET /v3/payments lists confirmed payments. If the order is not there, its payment URL never reached the
+        customer, nobody can approve it, and LINE Pay lets the reservation lapse: nothing was or can be charged.
+        """
+        query = f"orderId={reference.payment_intent_id}"
+        code, message, info = await self._call_raw(credentials, "GET", "/v3/payments", query=query)
+        if code != "0000":
+            raise ProviderRejected(f"linepay: {code}: {message}", provider_code=code)
+        listed = info if isinstance(info, list) else []
+        found = [
+            item
+            for item in listed
+            if isinstance(item, dict) and item.get("orderId") == reference.payment_intent_id
+        ]
+        if found:
+            transaction_id = str(found[0].get("transactionId"))
+            return ProviderPayment(
+                status=ProviderPaymentStatus.SUCCEEDED,
+                provider_transaction_id=transaction_id,
+                amount=reference.amount,
+                currency=reference.currency,
+                provider_reference=transaction_id,
+            )
+        return ProviderPayment(
+            status=ProviderPaymentStatus.FAILED,
+            provider_transaction_id=None,
+            amount=reference.amount,
+            currency=reference.currency,
+            failure_code="provider_timeout",
+            failure_message="LINE Pay did not answer the payment request in time; the customer never got its URL.",
+        )
+
     async def _confirm(
         self, credentials: ProviderCredentials, transaction_id: str, reference: PaymentReference
     ) -> ProviderPayment:
@@ -152,11 +188,8 @@ class LinePayProvider:
             body={"amount": reference.amount, "currency": reference.currency},
         )
         if code == "0000":
-            paid = sum(
-                int(item.get("amount", 0))
-                for item in (info or {}).get("payInfo", [])
-                if isinstance(item, dict)
-            )
+            pay_info = info.get("payInfo", []) if isinstance(info, dict) else []
+            paid = sum(int(item.get("amount", 0)) for item in pay_info if isinstance(item, dict))
             return ProviderPayment(
                 status=ProviderPaymentStatus.SUCCEEDED,
                 provider_transaction_id=transaction_id,
@@ -228,24 +261,32 @@ class LinePayProvider:
         code, message, info = await self._call_raw(credentials, method, path, body=body)
         if code != "0000":
             raise ProviderRejected(f"linepay: {code}: {message}", provider_code=code)
-        return info or {}
+        return info if isinstance(info, dict) else {}
 
     async def _call_raw(
-        self, credentials: ProviderCredentials, method: str, path: str, *, body: dict[str, Any] | None = None
-    ) -> tuple[str, str, dict[str, Any] | None]:
+        self,
+        credentials: ProviderCredentials,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        query: str = "",
+    ) -> tuple[str, str, Any]:
+        """(returnCode, returnMessage, info as LINE Pay sent it: an object, a list, or None)."""
         try:
             channel_id, secret = credentials.values["channel_id"], credentials.values["channel_secret"]
         except KeyError as exc:
             raise ProviderRejected(f"linepay: the store's credentials lack {exc.args[0]}") from None
         raw = json.dumps(body, separators=(",", ":")) if body is not None else ""
         nonce = self._nonce()
+        signed = raw if method == "POST" else query
         headers = {
             "Content-Type": "application/json",
             "X-LINE-ChannelId": channel_id,
             "X-LINE-Authorization-Nonce": nonce,
-            "X-LINE-Authorization": signing.signature(secret, path=path, payload=raw, nonce=nonce),
+            "X-LINE-Authorization": signing.signature(secret, path=path, payload=signed, nonce=nonce),
         }
-        url = (credentials.base_url or PRODUCTION_URL).rstrip("/") + path
+        url = (credentials.base_url or PRODUCTION_URL).rstrip("/") + path + (f"?{query}" if query else "")
         try:
             response = await self._http.request(
                 method, url, content=raw.encode() if body is not None else None, headers=headers
@@ -262,8 +303,7 @@ class LinePayProvider:
         code = envelope.get("returnCode") if isinstance(envelope, dict) else None
         if not isinstance(code, str):
             raise ProviderProtocolError("linepay: an answer without returnCode")
-        info = envelope.get("info")
-        return code, str(envelope.get("returnMessage") or ""), info if isinstance(info, dict) else None
+        return code, str(envelope.get("returnMessage") or ""), envelope.get("info")
 
     def __repr__(self) -> str:
         return "LinePayProvider()"

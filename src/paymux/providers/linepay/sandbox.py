@@ -219,6 +219,24 @@ class LinePaySandbox:
                 {key: record[key] for key in ("refundTransactionId", "refundTransactionDate")},
             )
 
+        @app.get("/v3/payments")
+        async def payment_details(request: Request) -> Response:
+            """Confirmed payments, by transactionId or orderId (LINE Pay's payment details API)."""
+            order_id = request.query_params.get("orderId")
+            transaction_id = request.query_params.get("transactionId")
+            found = [
+                {
+                    "transactionId": int(payment.transaction_id),
+                    "orderId": payment.order_id,
+                    "payInfo": [{"method": "BALANCE", "amount": payment.amount}],
+                }
+                for payment in self.payments.values()
+                if payment.state == "CONFIRMED"
+                and (order_id is None or payment.order_id == order_id)
+                and (transaction_id is None or payment.transaction_id == transaction_id)
+            ]
+            return answer("0000", "Success.", found)
+
         @app.post("/_sandbox/payments/{order_id}")
         async def play_customer(order_id: str, outcome: OutcomeRequest) -> Response:
             transaction_id = self.orders.get(order_id)
