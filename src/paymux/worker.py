@@ -59,6 +59,7 @@ class Worker:
         relayed = await self.dispatcher.relay()
         sent = await self.dispatcher.dispatch()
         checked = await self.container.payments.check_due_payments()
+        checked += await self.container.payments.check_due_refunds()
         settled = await self.container.inbound_webhooks.settle_stragglers()
         now = self.container.clock.now()
         if now >= self._next_housekeeping:

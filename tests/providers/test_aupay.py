@@ -32,6 +32,7 @@ from paymux.providers.base import (
     PaymentReference,
     PaymentRequest,
     ProviderCredentials,
+    ProviderRefundStatus,
     ProviderRejected,
 )
 from paymux.providers.sandbox_kit import SandboxTiming
@@ -40,6 +41,7 @@ from paymux.tenants.schemas import ProviderConfigSync
 from paymux.webhooks.models import ProviderWebhookEvent
 from tests.conftest import empty_all_tables
 from tests.live import serving
+from tests.providers.refund_checks import check_refund_status_lookups
 from tests.support import ServerClient, Tenant, bearer, bootstrap_tenant
 
 CUSTOMER_CODE = "280012345678901234"
@@ -629,3 +631,13 @@ async def test_a_slow_answer_still_succeeds(world: AuPayWorld) -> None:
     intent = await world.qr_intent(40092)
     assert time.monotonic() - started >= 0.2
     assert intent["status"] == "requires_action"
+
+
+async def test_refund_status_lookups(world: AuPayWorld, container: Container) -> None:
+    intent = await world.qr_intent(1000)
+    await world.customer(intent["id"], "COMPLETED")
+    await world.until(intent["id"], "succeeded")
+    # aupay v1 refunds are idempotent by merchant_refund_id: asking about one it never got makes it.
+    await check_refund_status_lookups(
+        container, world.server, intent["id"], unknown_refund=ProviderRefundStatus.SUCCEEDED
+    )

@@ -44,6 +44,7 @@ from paymux.tenants.schemas import ProviderConfigSync
 from paymux.webhooks.models import ProviderWebhookEvent
 from tests.conftest import empty_all_tables
 from tests.live import serving
+from tests.providers.refund_checks import check_refund_status_lookups
 from tests.support import ServerClient, Tenant, bearer, bootstrap_tenant
 
 WEBHOOK_SECRET = DEFAULTS.webhook_secret or ""
@@ -769,3 +770,12 @@ async def test_an_unknown_status_leaves_the_intent_where_it_is(world: DPayWorld,
     clock.advance(timedelta(seconds=11))
     assert await world.container.payments.check_due_payments() == 1
     assert (await world.intent(intent["id"]))["status"] == "succeeded"
+
+
+async def test_refund_status_lookups(world: DPayWorld) -> None:
+    intent = await world.intent_for(1000)
+    await world.customer(intent["id"], "COMPLETED")
+    await world.until(intent["id"], "succeeded")
+    await check_refund_status_lookups(
+        world.container, world.server, intent["id"], unknown_refund=ProviderRefundStatus.FAILED
+    )

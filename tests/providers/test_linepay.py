@@ -19,12 +19,14 @@ from sqlalchemy import func, select
 
 from paymux.container import Container
 from paymux.core.clock import FrozenClock
+from paymux.providers.base import ProviderRefundStatus
 from paymux.providers.linepay import signing
 from paymux.providers.linepay.sandbox import DEFAULTS, LinePaySandbox
 from paymux.providers.sandbox_kit import SandboxTiming
 from paymux.tenants.schemas import ProviderConfigSync
 from paymux.webhooks.models import ProviderWebhookEvent
 from tests.live import serving
+from tests.providers.refund_checks import check_refund_status_lookups
 from tests.support import ServerClient, Tenant, bearer, bootstrap_tenant
 
 
@@ -231,3 +233,12 @@ async def test_a_replayed_notification_is_recorded_once(world: LineWorld, contai
     async with container.db.reading() as session:
         count = (await session.execute(select(func.count()).select_from(ProviderWebhookEvent))).scalar_one()
     assert count == 1
+
+
+async def test_refund_status_lookups(world: LineWorld, container: Container) -> None:
+    intent = await world.qr_intent(1000)
+    await world.customer(intent["id"], "COMPLETED")
+    await world.until(intent["id"], "succeeded")
+    await check_refund_status_lookups(
+        container, world.server, intent["id"], unknown_refund=ProviderRefundStatus.FAILED
+    )

@@ -19,11 +19,13 @@ from sqlalchemy import func, select
 
 from paymux.container import Container
 from paymux.core.clock import FrozenClock
+from paymux.providers.base import ProviderRefundStatus
 from paymux.providers.paypay.sandbox import DEFAULTS, PayPaySandbox
 from paymux.providers.sandbox_kit import SandboxTiming
 from paymux.tenants.schemas import ProviderConfigSync
 from paymux.webhooks.models import ProviderWebhookEvent
 from tests.live import serving
+from tests.providers.refund_checks import check_refund_status_lookups
 from tests.support import ServerClient, Tenant, bearer, bootstrap_tenant
 
 
@@ -329,3 +331,28 @@ async def test_a_payment_that_completes_during_its_cancellation_is_recorded_as_r
     assert [(t["status"], t["amount"]) for t in refunds] == [("succeeded", 1000)]
     events = (await world.server.get("/v1/events?type=refund.succeeded&limit=5")).json()["data"]
     assert [event["data"]["payment_intent_id"] for event in events] == [intent["id"]]
+
+
+async def test_a_refund_whose_answer_times_out_is_settled_by_the_refund_check(
+    world: PayPayWorld, container: Container, clock: FrozenClock
+) -> None:
+    intent = await world.qr_intent(50000)
+    await world.customer(intent["id"], "COMPLETED")
+    await world.until(intent["id"], "succeeded")
+    container.payments._provider_timeout = 1.0  # the sandbox answers a 40091 refund after 3 s
+    refund = (await world.server.post(f"/v1/payment_intents/{intent['id']}/refund", {"amount": 40091})).json()
+    assert refund["status"] == "pending"
+    assert [r["merchantRefundId"] for r in world.sandbox.payments[intent["id"]].refunds] == [refund["id"]]
+    clock.advance(timedelta(seconds=6))
+    assert await container.payments.check_due_refunds() == 1  # GET /v2/refunds/{merchantRefundId}
+    assert (await world.server.get(f"/v1/transactions/{refund['id']}")).json()["status"] == "succeeded"
+    assert (await world.intent(intent["id"]))["amount_refunded"] == 40091
+
+
+async def test_refund_status_lookups(world: PayPayWorld, container: Container) -> None:
+    intent = await world.qr_intent(1000)
+    await world.customer(intent["id"], "COMPLETED")
+    await world.until(intent["id"], "succeeded")
+    await check_refund_status_lookups(
+        container, world.server, intent["id"], unknown_refund=ProviderRefundStatus.FAILED
+    )

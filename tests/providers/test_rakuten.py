@@ -30,6 +30,7 @@ from paymux.providers.base import (
     ProviderCredentials,
     ProviderPaymentStatus,
     ProviderProtocolError,
+    ProviderRefundStatus,
 )
 from paymux.providers.http import provider_client
 from paymux.providers.rakuten import signing, wire
@@ -41,6 +42,7 @@ from paymux.tenants.schemas import ProviderConfigSync
 from paymux.webhooks.models import ProviderWebhookEvent
 from tests.conftest import empty_all_tables
 from tests.live import serving
+from tests.providers.refund_checks import check_refund_status_lookups
 from tests.support import ServerClient, Tenant, bearer, bootstrap_tenant
 
 WRONG_KEY_BODY = {
@@ -630,3 +632,12 @@ async def test_a_provider_timeout_is_resolved_by_polling(
     assert charge is not None
     assert charge.captured is True
     assert paid["provider_transaction_id"] == charge.id
+
+
+async def test_refund_status_lookups(world: RakutenWorld, container: Container) -> None:
+    intent = await world.qr_intent(1000)
+    await world.customer(intent["id"], "COMPLETED")
+    await world.until(intent["id"], "succeeded")
+    await check_refund_status_lookups(
+        container, world.server, intent["id"], unknown_refund=ProviderRefundStatus.FAILED
+    )

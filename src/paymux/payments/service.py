@@ -400,14 +400,69 @@ class PaymentService:
 
     async def check_due_payments(self, limit: int = 50) -> int:
         """Check pending payments whose time has come (webhooks may never arrive); returns how many it checked."""
+        due = await self._claim_due_checks(TransactionType.PAYMENT, limit)
+        for _, intent_id in due:
+            try:
+                await self.check_payment(intent_id)
+            except Exception:
+                log.exception("status check failed", intent=intent_id)
+        return len(due)
+
+    async def check_due_refunds(self, limit: int = 50) -> int:
+        """Check refunds whose provider answer was lost; returns how many it checked."""
+        due = await self._claim_due_checks(TransactionType.REFUND, limit)
+        for refund_id, _ in due:
+            try:
+                await self.check_refund(refund_id)
+            except Exception:
+                log.exception("refund status check failed", refund=refund_id)
+        return len(due)
+
+    async def check_refund(self, refund_id: str) -> Transaction | None:
+        """Ask the provider about a pending refund and apply the answer."""
+        async with self._db.reading() as session:
+            refund = await session.get(Transaction, refund_id)
+            if (
+                refund is None
+                or refund.status != TransactionStatus.PENDING.value
+                or refund.provider_name is None
+            ):
+                return refund
+            intent = await session.get(PaymentIntent, refund.payment_intent_id)
+            if intent is None:
+                return refund
+            try:
+                provider, credentials, reference = await self._route(session, intent, refund.provider_name)
+            except ProviderNotConfigured as exc:
+                log.error("pending refund that cannot be checked", refund=refund_id, error=exc.detail)
+                return refund
+            request = RefundRequest(
+                refund_id=refund.id,
+                payment=reference,
+                amount=refund.amount,
+                reason=refund.reason,
+                previously_refunded=intent.amount_refunded,
+            )
+        try:
+            result = await self._call(provider.get_refund_status(credentials, request))
+        except ProviderError as exc:
+            log.warning(
+                "refund status check failed; it is tried again later", refund=refund_id, error=str(exc)
+            )
+            return refund
+        return await self.record_refund_result(refund_id, result)
+
+    async def _claim_due_checks(self, kind: TransactionType, limit: int) -> list[tuple[str, str]]:
+        """Pending transactions of a kind whose check is due, claimed by pushing their next check out (a worker
+        that dies after claiming only delays them); returns (transaction id, intent id) pairs."""
         now = self._clock.now()
         async with self._db.unit_of_work() as session:
-            attempts = list(
+            rows = list(
                 (
                     await session.execute(
                         select(Transaction)
                         .where(
-                            Transaction.type == TransactionType.PAYMENT.value,
+                            Transaction.type == kind.value,
                             Transaction.status == TransactionStatus.PENDING.value,
                             Transaction.next_check_at <= now,
                         )
@@ -417,25 +472,14 @@ class PaymentService:
                     )
                 ).scalars()
             )
-            for attempt in attempts:
-                # Claimed by pushing the next check out; a worker that dies here only delays it.
-                attempt.check_count += 1
-                attempt.next_check_at = (
-                    now + check_delay(attempt.check_count + 1)
-                    if attempt.check_count < MAX_STATUS_CHECKS
-                    else None
-                )
-                if attempt.next_check_at is None:
-                    log.error(
-                        "payment still pending after every status check; left for review", attempt=attempt.id
-                    )
-            intent_ids = [attempt.payment_intent_id for attempt in attempts]
-        for intent_id in intent_ids:
-            try:
-                await self.check_payment(intent_id)
-            except Exception:
-                log.exception("status check failed", intent=intent_id)
-        return len(intent_ids)
+            for row in rows:
+                row.check_count += 1
+                if row.check_count < MAX_STATUS_CHECKS:
+                    row.next_check_at = now + check_delay(row.check_count + 1)
+                else:
+                    row.next_check_at = None
+                    log.error("still pending after every status check; left for review", transaction=row.id)
+            return [(row.id, row.payment_intent_id) for row in rows]
 
     async def cancel(
         self, principal: Principal, intent_id: str, request: PaymentIntentCancel
@@ -568,8 +612,14 @@ class PaymentService:
                 raise ProviderNotConfigured("This payment has no provider to refund through.")
             provider, credentials, reference = await self._route(session, intent, intent.provider_name)
             provider_request = RefundRequest(
-                refund_id=refund.id, payment=reference, amount=amount, reason=request.reason
+                refund_id=refund.id,
+                payment=reference,
+                amount=amount,
+                reason=request.reason,
+                previously_refunded=intent.amount_refunded,
             )
+            # Checked with the provider later if its answer is lost; cleared when the refund settles.
+            refund.next_check_at = self._clock.now() + check_delay(1)
         try:
             result = await self._call(provider.refund_payment(credentials, provider_request))
         except ProviderTimeout as exc:
@@ -602,12 +652,14 @@ class PaymentService:
         match result.status:
             case ProviderRefundStatus.SUCCEEDED:
                 refund.status = TransactionStatus.SUCCEEDED.value
+                refund.next_check_at = None
                 refund.provider_transaction_id = result.provider_refund_id
                 intent.amount_refunded += refund.amount
                 intent.updated_at = now
                 event_type = "refund.succeeded"
             case ProviderRefundStatus.FAILED:
                 refund.status = TransactionStatus.FAILED.value
+                refund.next_check_at = None
                 refund.failure_code = result.failure_code or "refund_failed"
                 refund.failure_message = result.failure_message
                 event_type = "refund.failed"

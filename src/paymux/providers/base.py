@@ -86,6 +86,7 @@ class RefundRequest:
     payment: PaymentReference
     amount: int
     reason: str | None = None
+    previously_refunded: int = 0  # refunded before this one, for providers that only report totals
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +179,12 @@ class PaymentProvider(Protocol):
         self, credentials: ProviderCredentials, request: RefundRequest
     ) -> ProviderRefund:
         """Refund all or part of a completed payment."""
+        ...
+
+    async def get_refund_status(
+        self, credentials: ProviderCredentials, request: RefundRequest
+    ) -> ProviderRefund:
+        """The provider's view of a refund whose answer was lost (a timeout); FAILED if it never arrived."""
         ...
 
 

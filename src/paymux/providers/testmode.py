@@ -12,7 +12,8 @@ It talks to nothing, so it is deterministic and keeps no state: the outcome of a
 | 40096 | raises `ProviderUnavailable` (never reached the processor) | failed |
 | any other | succeeded | succeeded |
 
-Refunds succeed, except a refund of exactly 40022, which the processor declines (`refund_declined`).
+Refunds succeed, except a refund of exactly 40022, which the processor declines (`refund_declined`), and one of
+exactly 40091, whose answer times out (a later refund status check finds it succeeded).
 """
 
 from __future__ import annotations
@@ -72,6 +73,13 @@ class BuiltinTestProvider:
         return None
 
     async def refund_payment(
+        self, credentials: ProviderCredentials, request: RefundRequest
+    ) -> ProviderRefund:
+        if request.amount == TIMEOUT_AMOUNT:
+            raise ProviderTimeout("test provider: simulated refund timeout (magic amount 40091)")
+        return await self.get_refund_status(credentials, request)
+
+    async def get_refund_status(
         self, credentials: ProviderCredentials, request: RefundRequest
     ) -> ProviderRefund:
         if request.amount == REFUND_DECLINE_AMOUNT:

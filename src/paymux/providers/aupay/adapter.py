@@ -166,6 +166,13 @@ class AuPayProvider:
             failure_message="au PAY reports the refund as failed" if failed else None,
         )
 
+    async def get_refund_status(
+        self, credentials: ProviderCredentials, request: RefundRequest
+    ) -> ProviderRefund:
+        # aupay v1 answers a repeated refund (same merchant_refund_id, same body) with the original result, and
+        # makes it now if the first request never arrived: asking again is the status check.
+        return await self.refund_payment(credentials, request)
+
     # ------------------------------------------------------------------ webhooks (paymux's convention)
 
     def parse_notification(self, body: bytes) -> ProviderNotification | None:

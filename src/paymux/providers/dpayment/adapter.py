@@ -166,7 +166,27 @@ class DPaymentProvider:
         }
         if request.reason:
             body["reason"] = request.reason[:255]
-        data = await self._call(credentials, "POST", "/v1/refunds", body)
+        return self._refund(await self._call(credentials, "POST", "/v1/refunds", body))
+
+    async def get_refund_status(
+        self, credentials: ProviderCredentials, request: RefundRequest
+    ) -> ProviderRefund:
+        try:
+            data = await self._call(credentials, "GET", f"/v1/refunds/{request.refund_id}", None)
+        except ProviderRejected as exc:
+            if exc.provider_code != "ORDER_NOT_FOUND":
+                raise
+            # The refund request never reached d払い: nothing was refunded, and it may be asked again.
+            return ProviderRefund(
+                ProviderRefundStatus.FAILED,
+                None,
+                failure_code="refund_not_received",
+                failure_message=str(exc),
+            )
+        return self._refund(data)
+
+    @staticmethod
+    def _refund(data: dict[str, Any]) -> ProviderRefund:
         status = wire.refund_status(_text(data, "status"))
         refund_id = data.get("refundId") or data.get("merchantRefundId")
         return ProviderRefund(

@@ -235,6 +235,34 @@ class LinePayProvider:
             status=ProviderRefundStatus.SUCCEEDED, provider_refund_id=str(refund_id) if refund_id else None
         )
 
+    async def get_refund_status(
+        self, credentials: ProviderCredentials, request: RefundRequest
+    ) -> ProviderRefund:
+        """LINE Pay refunds carry no merchant refund id: compare LINE Pay's refunded total for the payment with
+        what paymux had refunded before this one."""
+        transaction_id = request.payment.provider_reference or request.payment.provider_transaction_id
+        code, message, info = await self._call_raw(
+            credentials, "GET", "/v3/payments", query=f"transactionId={transaction_id}"
+        )
+        if code != "0000":
+            raise ProviderRejected(f"linepay: {code}: {message}", provider_code=code)
+        payments = info if isinstance(info, list) else []
+        refunded = sum(
+            int(entry.get("refundAmount", 0))
+            for payment in payments
+            if isinstance(payment, dict)
+            for entry in payment.get("refundList", []) or []
+            if isinstance(entry, dict)
+        )
+        if refunded >= request.previously_refunded + request.amount:
+            return ProviderRefund(ProviderRefundStatus.SUCCEEDED, None)
+        return ProviderRefund(
+            ProviderRefundStatus.FAILED,
+            None,
+            failure_code="refund_not_received",
+            failure_message="LINE Pay has no record of this refund; nothing was refunded.",
+        )
+
     # ------------------------------------------------------------------ webhooks (paymux-defined, see the docs)
 
     def parse_notification(self, body: bytes) -> ProviderNotification | None:

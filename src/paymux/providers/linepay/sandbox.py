@@ -229,6 +229,14 @@ class LinePaySandbox:
                     "transactionId": int(payment.transaction_id),
                     "orderId": payment.order_id,
                     "payInfo": [{"method": "BALANCE", "amount": payment.amount}],
+                    "refundList": [
+                        {
+                            "refundTransactionId": refund["refundTransactionId"],
+                            "refundAmount": refund["amount"],
+                            "refundTransactionDate": refund["refundTransactionDate"],
+                        }
+                        for refund in payment.refunds
+                    ],
                 }
                 for payment in self.payments.values()
                 if payment.state == "CONFIRMED"

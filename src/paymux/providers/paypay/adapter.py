@@ -31,6 +31,7 @@ from paymux.providers.base import (
     ProviderPaymentStatus,
     ProviderProtocolError,
     ProviderRefund,
+    ProviderRefundStatus,
     ProviderRejected,
     ProviderTimeout,
     RefundRequest,
@@ -130,6 +131,25 @@ class PayPayProvider:
         if request.reason:
             body["reason"] = request.reason[:150]
         data = await self._call(credentials, "POST", "/v2/refunds", body)
+        return ProviderRefund(
+            status=wire.refund_status(_text(data, "status")), provider_refund_id=data.get("paymentId")
+        )
+
+    async def get_refund_status(
+        self, credentials: ProviderCredentials, request: RefundRequest
+    ) -> ProviderRefund:
+        try:
+            data = await self._call(credentials, "GET", f"/v2/refunds/{request.refund_id}", None)
+        except ProviderRejected as exc:
+            if exc.provider_code != "REFUND_NOT_FOUND":
+                raise
+            # The refund request never reached PayPay: nothing was refunded, and it may be asked again.
+            return ProviderRefund(
+                ProviderRefundStatus.FAILED,
+                None,
+                failure_code="refund_not_received",
+                failure_message=str(exc),
+            )
         return ProviderRefund(
             status=wire.refund_status(_text(data, "status")), provider_refund_id=data.get("paymentId")
         )

@@ -7,7 +7,8 @@ answers with PayPay's `resultInfo`/`data` envelope. The customer is played by
 each change of a payment sends PayPay's notification to the webhook URL.
 
 Magic amounts on `POST /v2/codes`: 40002 is declined as soon as the customer tries (FAILED, notified at once);
-40091 creates the code but answers only after the timeout delay; 40092 answers after the slow delay.
+40091 creates the code but answers only after the timeout delay; 40092 answers after the slow delay. A refund of
+40091 is made at once but answered only after the timeout delay.
 """
 
 from __future__ import annotations
@@ -312,6 +313,8 @@ class PayPaySandbox:
             payment.refunds.append(record)
             if refunded + amount == payment.amount:
                 payment.status = "REFUNDED"
+            if amount == TIMEOUT_AMOUNT:  # refunded, but the answer comes too late
+                await asyncio.sleep(self.timing.timeout_seconds)
             return envelope("SUCCESS", "Success", record)
 
         # PayPay's Python SDK posts refunds to /v2/refunds/ (trailing slash).

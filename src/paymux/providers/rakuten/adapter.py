@@ -186,6 +186,32 @@ class RakutenPayProvider:
             return ProviderRefund(status=ProviderRefundStatus.PENDING, provider_refund_id=charge_id)
         return ProviderRefund(status=ProviderRefundStatus.SUCCEEDED, provider_refund_id=charge_id)
 
+    async def get_refund_status(
+        self, credentials: ProviderCredentials, request: RefundRequest
+    ) -> ProviderRefund:
+        """LITE refunds by setting the charge's amount: compare it with what this refund should have left."""
+        charge_id = request.payment.provider_transaction_id
+        if charge_id is None:
+            raise ProviderRejected("rakuten: the payment has no charge id")
+        charges = wire.parse_list(
+            await self._call(credentials, "GET", "/charges", query={"id": charge_id}), wire.parse_charge
+        )
+        if not charges:
+            raise ProviderRejected(f"rakuten: no charge {charge_id}", provider_code="not_found")
+        charge = charges[0]
+        before = request.payment.amount - request.previously_refunded
+        expected = before - request.amount
+        if charge.state is ChargeState.CANCELLED or charge.amount <= expected:
+            return ProviderRefund(status=ProviderRefundStatus.SUCCEEDED, provider_refund_id=charge_id)
+        if charge.amount >= before:
+            return ProviderRefund(
+                ProviderRefundStatus.FAILED,
+                None,
+                failure_code="refund_not_received",
+                failure_message="Rakuten Pay's charge still holds the whole amount; nothing was refunded.",
+            )
+        return ProviderRefund(status=ProviderRefundStatus.PENDING, provider_refund_id=charge_id)
+
     # ------------------------------------------------------------------ webhooks
 
     def parse_notification(self, body: bytes) -> ProviderNotification | None:
