@@ -35,12 +35,11 @@ from paymux.providers.base import (
     ProviderProtocolError,
     ProviderRefund,
     ProviderRejected,
-    ProviderTimeout,
     RefundRequest,
     UnsupportedFlow,
     WebhookNotUnderstood,
 )
-from paymux.providers.http import transport_error
+from paymux.providers.http import send
 
 PRODUCTION_URL: str | None = None  # KDDI's API address comes with the merchant contract
 CONTENT_TYPE = "application/json"
@@ -227,14 +226,9 @@ class AuPayProvider:
         )
         if body is not None:
             headers["Content-Type"] = CONTENT_TYPE
-        try:
-            response = await self._http.request(
-                method, base_url.rstrip("/") + path, content=raw or None, headers=headers
-            )
-        except httpx.HTTPError as exc:
-            raise transport_error(self.name, exc) from exc
-        if response.status_code >= 500:
-            raise ProviderTimeout(f"aupay: HTTP {response.status_code}; the outcome is unknown")
+        response = await send(
+            self._http, self.name, method, base_url.rstrip("/") + path, content=raw or None, headers=headers
+        )
         try:
             answer = response.json()
         except ValueError:

@@ -37,13 +37,12 @@ from paymux.providers.base import (
     ProviderRefund,
     ProviderRefundStatus,
     ProviderRejected,
-    ProviderTimeout,
     RefundRequest,
     UnsupportedFlow,
     WebhookNotUnderstood,
 )
 from paymux.providers.dpayment import signing, wire
-from paymux.providers.http import transport_error
+from paymux.providers.http import send
 
 PRODUCTION_URL: str | None = None  # docomo's API address comes with the merchant contract
 CONTENT_TYPE = "application/json;charset=UTF-8"
@@ -296,14 +295,9 @@ class DPaymentProvider:
         }
         if raw:
             headers["Content-Type"] = CONTENT_TYPE
-        try:
-            response = await self._http.request(
-                method, base_url.rstrip("/") + path, content=raw or None, headers=headers
-            )
-        except httpx.HTTPError as exc:
-            raise transport_error(self.name, exc) from exc
-        if response.status_code >= 500:
-            raise ProviderTimeout(f"dpayment: HTTP {response.status_code}; the outcome is unknown")
+        response = await send(
+            self._http, self.name, method, base_url.rstrip("/") + path, content=raw or None, headers=headers
+        )
         try:
             envelope = response.json()
         except ValueError:

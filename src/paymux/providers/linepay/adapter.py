@@ -32,12 +32,11 @@ from paymux.providers.base import (
     ProviderRefund,
     ProviderRefundStatus,
     ProviderRejected,
-    ProviderTimeout,
     RefundRequest,
     UnsupportedFlow,
     WebhookNotUnderstood,
 )
-from paymux.providers.http import transport_error
+from paymux.providers.http import send
 from paymux.providers.linepay import signing
 from paymux.providers.notifications import verify_body_signature
 
@@ -315,14 +314,14 @@ class LinePayProvider:
             "X-LINE-Authorization": signing.signature(secret, path=path, payload=signed, nonce=nonce),
         }
         url = (credentials.base_url or PRODUCTION_URL).rstrip("/") + path + (f"?{query}" if query else "")
-        try:
-            response = await self._http.request(
-                method, url, content=raw.encode() if body is not None else None, headers=headers
-            )
-        except httpx.HTTPError as exc:
-            raise transport_error(self.name, exc) from exc
-        if response.status_code >= 500:
-            raise ProviderTimeout(f"linepay: HTTP {response.status_code}; the outcome is unknown")
+        response = await send(
+            self._http,
+            self.name,
+            method,
+            url,
+            content=raw.encode() if body is not None else None,
+            headers=headers,
+        )
         try:
             # transactionId is a 19-digit number: read integers as text so none is rounded anywhere.
             envelope = json.loads(response.content, parse_int=str)

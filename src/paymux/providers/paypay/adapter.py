@@ -33,12 +33,11 @@ from paymux.providers.base import (
     ProviderRefund,
     ProviderRefundStatus,
     ProviderRejected,
-    ProviderTimeout,
     RefundRequest,
     UnsupportedFlow,
     WebhookNotUnderstood,
 )
-from paymux.providers.http import transport_error
+from paymux.providers.http import send
 from paymux.providers.notifications import verify_body_signature
 from paymux.providers.paypay import signing, wire
 
@@ -208,12 +207,7 @@ class PayPayProvider:
         if raw:
             headers["Content-Type"] = CONTENT_TYPE
         url = (credentials.base_url or PRODUCTION_URL).rstrip("/") + path
-        try:
-            response = await self._http.request(method, url, content=raw or None, headers=headers)
-        except httpx.HTTPError as exc:
-            raise transport_error(self.name, exc) from exc
-        if response.status_code >= 500:
-            raise ProviderTimeout(f"paypay: HTTP {response.status_code}; the outcome is unknown")
+        response = await send(self._http, self.name, method, url, content=raw or None, headers=headers)
         try:
             envelope = response.json()
         except ValueError:

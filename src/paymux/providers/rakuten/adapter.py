@@ -36,12 +36,11 @@ from paymux.providers.base import (
     ProviderRefund,
     ProviderRefundStatus,
     ProviderRejected,
-    ProviderTimeout,
     RefundRequest,
     UnsupportedFlow,
     WebhookNotUnderstood,
 )
-from paymux.providers.http import transport_error
+from paymux.providers.http import send
 from paymux.providers.rakuten import signing, wire
 from paymux.providers.rakuten.wire import Charge, ChargeState, Code
 
@@ -353,12 +352,9 @@ class RakutenPayProvider:
             headers["Content-Type"] = FORM
             content = urlencode(form).encode("ascii")
         url = (credentials.base_url or PRODUCTION_URL).rstrip("/") + signing.api_base(secret) + path
-        try:
-            response = await self._http.request(method, url, params=query, content=content, headers=headers)
-        except httpx.HTTPError as exc:
-            raise transport_error(self.name, exc) from exc
-        if response.status_code >= 500:
-            raise ProviderTimeout(f"rakuten: HTTP {response.status_code}; the outcome is unknown")
+        response = await send(
+            self._http, self.name, method, url, params=query, content=content, headers=headers
+        )
         try:
             data = response.json()
         except ValueError:
