@@ -596,7 +596,7 @@ async def test_the_sandbox_answers_repeats_with_the_original_and_conflicts_with_
 async def test_a_provider_timeout_is_resolved_by_polling(
     world: AuPayWorld, container: Container, clock: FrozenClock
 ) -> None:
-    container.payments._provider_timeout = 1.0  # the sandbox holds 40091 for 3 s
+    container.payments.provider_timeout = 1.0  # the sandbox holds 40091 for 3 s
     world.sandbox.webhooks.url = None  # and its notifications are lost: only polling can find out
     intent = await world.qr_intent(40091)
     assert intent["status"] == "processing"
@@ -616,7 +616,7 @@ async def test_a_provider_timeout_is_resolved_by_polling(
 async def test_a_customer_presented_charge_that_timed_out_is_found_paid(
     world: AuPayWorld, container: Container, clock: FrozenClock
 ) -> None:
-    container.payments._provider_timeout = 1.0
+    container.payments.provider_timeout = 1.0
     world.sandbox.webhooks.url = None
     intent = await world.cpm_intent(40091)
     assert intent["status"] == "processing"

@@ -742,7 +742,7 @@ async def test_a_store_without_base_url_fails_with_a_clear_message(world: DPayWo
 
 
 async def test_a_provider_timeout_is_resolved_by_polling(world: DPayWorld, clock: FrozenClock) -> None:
-    world.container.payments._provider_timeout = 1.0  # the sandbox holds 40091 for 3 s
+    world.container.payments.provider_timeout = 1.0  # the sandbox holds 40091 for 3 s
     world.sandbox.webhooks.url = None  # and its notifications are lost: only polling can find out
     intent = await world.intent_for(40091)
     assert intent["status"] == "processing"

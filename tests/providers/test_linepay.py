@@ -206,7 +206,7 @@ async def test_wrong_channel_secret_is_refused_by_line_pay(world: LineWorld, con
 async def test_a_timeout_is_resolved_by_polling(
     world: LineWorld, container: Container, clock: FrozenClock
 ) -> None:
-    container.payments._provider_timeout = 1.0
+    container.payments.provider_timeout = 1.0
     world.sandbox.webhooks.url = None
     intent = await world.qr_intent(40091)
     assert intent["status"] == "processing"

@@ -260,7 +260,7 @@ async def test_unsigned_notifications_only_where_the_store_accepts_them(
 async def test_a_provider_timeout_is_resolved_by_polling(
     world: PayPayWorld, container: Container, clock: FrozenClock
 ) -> None:
-    container.payments._provider_timeout = 1.0  # the sandbox holds 40091 for 3 s
+    container.payments.provider_timeout = 1.0  # the sandbox holds 40091 for 3 s
     world.sandbox.webhooks.url = None  # and its notifications are lost: only polling can find out
     intent = await world.qr_intent(40091)
     assert intent["status"] == "processing"
@@ -339,7 +339,7 @@ async def test_a_refund_whose_answer_times_out_is_settled_by_the_refund_check(
     intent = await world.qr_intent(50000)
     await world.customer(intent["id"], "COMPLETED")
     await world.until(intent["id"], "succeeded")
-    container.payments._provider_timeout = 1.0  # the sandbox answers a 40091 refund after 3 s
+    container.payments.provider_timeout = 1.0  # the sandbox answers a 40091 refund after 3 s
     refund = (await world.server.post(f"/v1/payment_intents/{intent['id']}/refund", {"amount": 40091})).json()
     assert refund["status"] == "pending"
     assert [r["merchantRefundId"] for r in world.sandbox.payments[intent["id"]].refunds] == [refund["id"]]

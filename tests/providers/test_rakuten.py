@@ -612,7 +612,7 @@ async def test_the_sandbox_takes_lites_amount_change_form(world: RakutenWorld) -
 async def test_a_provider_timeout_is_resolved_by_polling(
     world: RakutenWorld, container: Container, clock: FrozenClock
 ) -> None:
-    container.payments._provider_timeout = 1.0  # the sandbox holds 40091 for 3 s
+    container.payments.provider_timeout = 1.0  # the sandbox holds 40091 for 3 s
     world.sandbox.webhooks.url = None  # and its notifications are lost: only polling can find out
     intent = await world.qr_intent(40091)
     assert intent["status"] == "processing"

@@ -105,7 +105,7 @@ class PaymentService:
         self._tokens = tokens
         self._events = events
         self._providers = providers
-        self._provider_timeout = provider_timeout
+        self.provider_timeout = provider_timeout  # the deadline of one provider call, in seconds
 
     # ------------------------------------------------------------------ create, read, list
 
@@ -835,6 +835,6 @@ class PaymentService:
     async def _call(self, call: Awaitable[T]) -> T:
         """A provider call with paymux's deadline on top of the adapter's own; no answer in time is a timeout."""
         try:
-            return await asyncio.wait_for(call, self._provider_timeout)
+            return await asyncio.wait_for(call, self.provider_timeout)
         except TimeoutError as exc:
-            raise ProviderTimeout(f"no answer within {self._provider_timeout} s") from exc
+            raise ProviderTimeout(f"no answer within {self.provider_timeout} s") from exc

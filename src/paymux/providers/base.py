@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class PaymentMethodType(StrEnum):
@@ -188,6 +188,7 @@ class PaymentProvider(Protocol):
         ...
 
 
+@runtime_checkable
 class WebhookCapable(Protocol):
     """A provider that notifies paymux of payment changes at `POST /v1/webhooks/{name}`."""
 

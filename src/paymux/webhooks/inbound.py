@@ -67,9 +67,9 @@ class InboundWebhookService:
         if name not in self._providers:
             raise UnknownWebhookProvider(f"No provider {name!r}.")
         provider = self._providers.get(name)
-        if not hasattr(provider, "parse_notification"):
+        if not isinstance(provider, WebhookCapable):
             raise UnknownWebhookProvider(f"{name} does not send webhooks to paymux.")
-        return provider  # type: ignore[return-value]
+        return provider
 
     async def receive(self, name: str, body: bytes, signature: str | None) -> str | None:
         """Verify and record a notification; returns the intent to check, or None when there is nothing to do."""

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field, field_validator
 from paymux.core.inputs import InputModel
 from paymux.core.pagination import Page
 from paymux.events.catalogue import ALL_EVENTS, EVENT_TYPES
-from paymux.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from paymux.webhooks.models import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 EndpointURL = Annotated[
     str, Field(min_length=8, max_length=2048, examples=["https://merchant.example/paymux/webhooks"])
@@ -121,7 +121,7 @@ class DeliveryOut(BaseModel):
     id: str
     endpoint_id: str
     event_id: str
-    status: Literal["pending", "succeeded", "dead"]
+    status: DeliveryStatus
     attempt_count: int
     next_attempt_at: datetime | None
     delivered_at: datetime | None
@@ -135,7 +135,7 @@ class DeliveryOut(BaseModel):
             id=delivery.id,
             endpoint_id=delivery.endpoint_id,
             event_id=delivery.event_id,
-            status=delivery.status,  # type: ignore[arg-type]
+            status=DeliveryStatus(delivery.status),
             attempt_count=delivery.attempt_count,
             next_attempt_at=delivery.next_attempt_at,
             delivered_at=delivery.delivered_at,
