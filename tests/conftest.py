@@ -26,6 +26,7 @@ from paymux.config import Settings
 from paymux.container import Container
 from paymux.core.clock import FrozenClock, SystemClock
 from paymux.core.db import Database, to_async_url
+from paymux.ledger.verify import verify_ledger
 from paymux.models import Base
 from tests.support import ServerClient, Tenant, bootstrap_tenant
 
@@ -115,10 +116,12 @@ async def app(settings: Settings, clock: FrozenClock) -> AsyncIterator[FastAPI]:
     try:
         yield application
     finally:
+        report = await verify_ledger(container.db)
         await empty_all_tables(container.db)
         if container.redis is not None:
             await container.redis.flushdb()
         await container.close()
+        assert report.ok, f"the test left the ledger inconsistent: {report.violations}"
 
 
 @pytest.fixture

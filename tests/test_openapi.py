@@ -149,6 +149,8 @@ OPERATIONS = [
     ("GET", "/v1/events"),
     ("GET", "/v1/events/{event_id}"),
     ("POST", "/v1/events/{event_id}/redeliver"),
+    ("GET", "/v1/balances"),
+    ("GET", "/v1/balance_transactions"),
     ("POST", "/v1/webhook_endpoints"),
     ("GET", "/v1/webhook_endpoints"),
     ("GET", "/v1/webhook_endpoints/{endpoint_id}"),

@@ -27,6 +27,7 @@ from paymux.core.errors import (
 from paymux.core.logging import configure_logging
 from paymux.events.api import router as events_router
 from paymux.gateway.middleware import EdgeMiddleware
+from paymux.ledger.api import router as ledger_router
 from paymux.payments.api import router as payments_router
 from paymux.providers.base import PaymentProvider
 from paymux.providers.sandboxes import mount_sandboxes
@@ -91,6 +92,7 @@ def create_app(
     app.include_router(payments_router)
     app.include_router(tenants_router)
     app.include_router(events_router)
+    app.include_router(ledger_router)
     app.include_router(webhooks_router)
     if settings.mount_sandboxes:
         mount_sandboxes(app, settings.sandbox_webhook_base)

@@ -19,6 +19,7 @@ from paymux.container import Container
 from paymux.core.db import to_async_url
 from paymux.core.errors import PaymuxError
 from paymux.core.logging import configure_logging
+from paymux.ledger.verify import LedgerReport, verify_ledger
 from paymux.providers.sandboxes import (
     aupay_sandbox,
     create_sandbox_app,
@@ -40,6 +41,8 @@ tenants_app = typer.Typer(no_args_is_help=True, help="Client partners, merchants
 clients_app = typer.Typer(no_args_is_help=True, help="API clients that sign server calls with HMAC.")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(clients_app, name="clients")
+ledger_app = typer.Typer(no_args_is_help=True, help="The double-entry ledger.")
+app.add_typer(ledger_app, name="ledger")
 
 console = Console(stderr=True)
 
@@ -296,6 +299,45 @@ def clients_create(
     else:
         for key, value in values.items():
             typer.echo(f"{key}: {value}")
+
+
+@ledger_app.command("verify")
+def ledger_verify(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Check every ledger invariant; exits 1 when any is violated.
+
+    Entries balance per currency and have two postings or more; postings are in their account's currency; each
+    account's balance equals the sum of its postings and its pending sums equal its pending holds; no available
+    balance is below its floor.
+    """
+    report: LedgerReport = _with_container(lambda container: verify_ledger(container.db))
+    if as_json:
+        _print_json(
+            {
+                "ok": report.ok,
+                "accounts": report.accounts,
+                "entries": report.entries,
+                "postings": report.postings,
+                "pending_holds": report.pending_holds,
+                "violations": [
+                    {"check": v.check, "subject": v.subject, "detail": v.detail} for v in report.violations
+                ],
+            }
+        )
+    else:
+        for violation in report.violations:
+            console.print(f"[red]{violation.check}[/red] {violation.subject}: {violation.detail}")
+        summary = (
+            f"{report.accounts} accounts, {report.entries} entries, {report.postings} postings, "
+            f"{report.pending_holds} pending holds"
+        )
+        if report.ok:
+            console.print(f"[green]ledger ok[/green]: {summary}")
+        else:
+            console.print(f"[red]{len(report.violations)} violation(s)[/red] in {summary}")
+    if not report.ok:
+        raise typer.Exit(code=1)
 
 
 def main() -> None:

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         description="Deadline of one provider call; past it the outcome counts as unknown.",
     )
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger request bodies get 413.")
+    ledger_hold_ttl_seconds: int = Field(
+        default=7 * 24 * 3600,
+        ge=60,
+        description="How long a payment's pending hold lasts before the worker releases it.",
+    )
 
     ratelimit_enabled: bool = True
     ratelimit_merchant: str = Field(default="1000/minute", description="Requests per merchant.")

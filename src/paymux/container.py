@@ -17,6 +17,8 @@ from paymux.events.service import EventService
 from paymux.gateway.idempotency import IdempotencyStore
 from paymux.gateway.ratelimit import RateLimiter, RateLimits
 from paymux.gateway.replay import MemoryReplayGuard, RedisReplayGuard, ReplayGuard
+from paymux.ledger.service import LedgerService
+from paymux.payments.bookings import PaymentBookings
 from paymux.payments.service import PaymentService
 from paymux.providers.aupay.adapter import AuPayProvider
 from paymux.providers.base import PaymentProvider
@@ -60,6 +62,7 @@ class Container:
     payment_tokens: PaymentTokenService
     tenants: TenantService
     payments: PaymentService
+    ledger: LedgerService
     webhooks: WebhookService
     inbound_webhooks: InboundWebhookService
     provider_http: httpx.AsyncClient
@@ -96,6 +99,10 @@ class Container:
         api_clients = ApiClientService(db, cipher, clock)
         payment_tokens = PaymentTokenService(db, clock, timedelta(seconds=settings.payment_token_ttl_seconds))
         tenants = TenantService(db, cipher, clock, registry, api_clients)
+        ledger = LedgerService(db, clock)
+        bookings = PaymentBookings(
+            ledger, tenants, clock, hold_ttl=timedelta(seconds=settings.ledger_hold_ttl_seconds)
+        )
         payments = PaymentService(
             db,
             clock,
@@ -103,6 +110,7 @@ class Container:
             tokens=payment_tokens,
             events=events,
             providers=registry,
+            bookings=bookings,
             provider_timeout=settings.provider_timeout_seconds,
         )
         idempotency = IdempotencyStore(
@@ -127,6 +135,7 @@ class Container:
             payment_tokens=payment_tokens,
             tenants=tenants,
             payments=payments,
+            ledger=ledger,
             webhooks=WebhookService(db, clock, cipher, allow_private=settings.webhooks_allow_private),
             inbound_webhooks=InboundWebhookService(db, clock, registry, tenants, payments),
             provider_http=provider_http,

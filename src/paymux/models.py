@@ -4,6 +4,7 @@ from paymux.auth.models import ApiClient, PaymentToken
 from paymux.core.db import Base
 from paymux.events.models import Event
 from paymux.gateway.models import IdempotencyRecord
+from paymux.ledger.models import Hold, JournalEntry, LedgerAccount, Posting
 from paymux.payments.models import PaymentIntent, PaymentIntentStatusChange, Transaction
 from paymux.tenants.models import ClientPartner, Merchant, Store, StoreProviderConfig
 from paymux.webhooks.models import ProviderWebhookEvent, WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -13,11 +14,15 @@ __all__ = [
     "Base",
     "ClientPartner",
     "Event",
+    "Hold",
     "IdempotencyRecord",
+    "JournalEntry",
+    "LedgerAccount",
     "Merchant",
     "PaymentIntent",
     "PaymentIntentStatusChange",
     "PaymentToken",
+    "Posting",
     "ProviderWebhookEvent",
     "Store",
     "StoreProviderConfig",

@@ -61,13 +61,14 @@ class Worker:
         checked = await self.container.payments.check_due_payments()
         checked += await self.container.payments.check_due_refunds()
         settled = await self.container.inbound_webhooks.settle_stragglers()
+        expired = await self.container.ledger.expire_holds()
         now = self.container.clock.now()
         if now >= self._next_housekeeping:
             purged = await self.container.idempotency.purge_expired()
             if purged:
                 log.info("purged expired idempotency keys", count=purged)
             self._next_housekeeping = now + HOUSEKEEPING_EVERY
-        return relayed + sent + checked + settled
+        return relayed + sent + checked + settled + expired
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("worker started", worker=self.worker_id)

@@ -19,6 +19,7 @@ from paymux.core.db import Database
 from paymux.core.ids import new_id
 from paymux.events.service import EventService
 from paymux.gateway.principal import Principal
+from paymux.payments.bookings import PaymentBookings
 from paymux.payments.errors import (
     CaptureAmountTooLarge,
     CaptureNotAllowed,
@@ -97,6 +98,7 @@ class PaymentService:
         tokens: PaymentTokenService,
         events: EventService,
         providers: ProviderRegistry,
+        bookings: PaymentBookings,
         provider_timeout: float,
     ) -> None:
         self._db = db
@@ -105,6 +107,7 @@ class PaymentService:
         self._tokens = tokens
         self._events = events
         self._providers = providers
+        self._bookings = bookings
         self.provider_timeout = provider_timeout  # the deadline of one provider call, in seconds
 
     # ------------------------------------------------------------------ create, read, list
@@ -219,6 +222,7 @@ class PaymentService:
                 await self._tokens.consume(session, principal.payment_token_hash)
             if ProcessingMode(intent.processing_mode) is not ProcessingMode.PGW_PROCESSED:
                 self._transition(session, intent, PaymentStatus.REQUIRES_CAPTURE, "confirmed")
+                await self._bookings.hold(session, intent)
                 return intent
             if intent.status != PaymentStatus.REQUIRES_PAYMENT_METHOD.value:
                 raise InvalidStateTransition(
@@ -241,6 +245,7 @@ class PaymentService:
             attempt.provider_name = provider.name
             attempt.next_check_at = self._clock.now() + check_delay(1)
             session.add(attempt)
+            await self._bookings.hold(session, intent)
             method = PaymentMethodType(intent.payment_method_type)
             if method is not PaymentMethodType.QR_MPM:
                 # A QR code goes requires_payment_method -> requires_action when it is shown; anything else is
@@ -322,12 +327,14 @@ class PaymentService:
                     if waiting:
                         self._transition(session, intent, PaymentStatus.PROCESSING, "provider_processing")
                     self._transition(session, intent, PaymentStatus.SUCCEEDED, "provider_succeeded")
+                    await self._bookings.succeeded(session, intent, intent.amount_captured)
                 case ProviderPaymentStatus.CANCELLED if waiting:
                     self._settle_attempt(
                         attempt, TransactionStatus.FAILED, now, "provider_cancelled", result.failure_message
                     )
                     intent.cancellation_reason = result.failure_message or "cancelled at the provider"
                     self._transition(session, intent, PaymentStatus.CANCELLED, "provider_cancelled")
+                    await self._bookings.released(session, intent)
                 case ProviderPaymentStatus.FAILED | ProviderPaymentStatus.CANCELLED:
                     code = result.failure_code or (
                         "provider_cancelled"
@@ -337,6 +344,7 @@ class PaymentService:
                     self._settle_attempt(attempt, TransactionStatus.FAILED, now, code, result.failure_message)
                     intent.failure_code, intent.failure_message = code, result.failure_message
                     self._transition(session, intent, PaymentStatus.FAILED, "provider_failed")
+                    await self._bookings.released(session, intent)
                 case ProviderPaymentStatus.PROCESSING:
                     if waiting:
                         self._transition(session, intent, PaymentStatus.PROCESSING, "provider_processing")
@@ -493,6 +501,7 @@ class PaymentService:
             if attempt is None or attempt.provider_name is None:
                 intent.cancellation_reason = request.cancellation_reason
                 self._transition(session, intent, PaymentStatus.CANCELLED, "cancelled")
+                await self._bookings.released(session, intent)
                 return intent
             # A code is out there: the provider must stop it before the intent is cancelled.
             provider, credentials, reference = await self._route(session, intent, attempt.provider_name)
@@ -506,7 +515,7 @@ class PaymentService:
             if intent.status == PaymentStatus.SUCCEEDED.value:
                 # A status check recorded the payment as completed while the provider was cancelling it; the
                 # provider's cancel reversed it, so the money went back: say so, as a full refund.
-                self._record_reversal(session, intent)
+                await self._record_reversal(session, intent)
                 return intent
             if not can_transition(PaymentStatus(intent.status), PaymentStatus.CANCELLED):
                 return intent  # the provider's answer settled it meanwhile
@@ -520,9 +529,10 @@ class PaymentService:
                 )
             intent.cancellation_reason = request.cancellation_reason
             self._transition(session, intent, PaymentStatus.CANCELLED, "cancelled")
+            await self._bookings.released(session, intent)
             return intent
 
-    def _record_reversal(self, session: AsyncSession, intent: PaymentIntent) -> None:
+    async def _record_reversal(self, session: AsyncSession, intent: PaymentIntent) -> None:
         remaining = intent.amount_captured - intent.amount_refunded
         if remaining <= 0:
             return
@@ -533,7 +543,10 @@ class PaymentService:
         reversal.provider_name = intent.provider_name
         reversal.reason = "reversed by the cancellation that raced the payment"
         session.add(reversal)
-        self._settle_refund(session, intent, reversal, ProviderRefund(ProviderRefundStatus.SUCCEEDED, None))
+        await self._bookings.refund_requested(session, intent, reversal)
+        await self._settle_refund(
+            session, intent, reversal, ProviderRefund(ProviderRefundStatus.SUCCEEDED, None)
+        )
 
     # ------------------------------------------------------------------ capture and refund (server)
 
@@ -573,6 +586,10 @@ class PaymentService:
                     intent.cancellation_reason = request.error_message
             session.add(record)
             self._transition(session, intent, target, f"captured_{request.status}")
+            if target is PaymentStatus.SUCCEEDED:
+                await self._bookings.succeeded(session, intent, amount)
+            else:
+                await self._bookings.released(session, intent)
             return intent
 
     async def refund(self, principal: Principal, intent_id: str, request: RefundCreate) -> Transaction:
@@ -602,9 +619,10 @@ class PaymentService:
             refund.reason = request.reason
             refund.provider_name = intent.provider_name
             session.add(refund)
+            await self._bookings.refund_requested(session, intent, refund)
             if ProcessingMode(intent.processing_mode) is not ProcessingMode.PGW_PROCESSED:
                 # The terminal or cashier paid it back; paymux records it.
-                self._settle_refund(
+                await self._settle_refund(
                     session, intent, refund, ProviderRefund(ProviderRefundStatus.SUCCEEDED, None)
                 )
                 return refund
@@ -642,10 +660,10 @@ class PaymentService:
             if intent is None:
                 raise PaymentIntentNotFound(f"No payment intent {refund.payment_intent_id}.")
             if refund.status == TransactionStatus.PENDING.value:
-                self._settle_refund(session, intent, refund, result)
+                await self._settle_refund(session, intent, refund, result)
             return refund
 
-    def _settle_refund(
+    async def _settle_refund(
         self, session: AsyncSession, intent: PaymentIntent, refund: Transaction, result: ProviderRefund
     ) -> None:
         now = self._clock.now()
@@ -657,12 +675,14 @@ class PaymentService:
                 intent.amount_refunded += refund.amount
                 intent.updated_at = now
                 event_type = "refund.succeeded"
+                await self._bookings.refund_succeeded(session, intent, refund)
             case ProviderRefundStatus.FAILED:
                 refund.status = TransactionStatus.FAILED.value
                 refund.next_check_at = None
                 refund.failure_code = result.failure_code or "refund_failed"
                 refund.failure_message = result.failure_message
                 event_type = "refund.failed"
+                await self._bookings.refund_failed(session, intent, refund)
             case ProviderRefundStatus.PENDING:
                 return
             case _ as unreachable:

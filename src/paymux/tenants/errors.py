@@ -21,3 +21,8 @@ class SyncForbidden(Forbidden):
 class UnknownProviderCode(Unprocessable):
     code = "unknown_provider"
     title = "No such provider"
+
+
+class MerchantNotFound(NotFound):
+    code = "merchant_not_found"
+    title = "No such merchant"

@@ -40,6 +40,8 @@ class Store(Base):
     store_code: Mapped[str] = mapped_column(String(64))
     name: Mapped[str | None] = mapped_column(String(200))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # [{"currency": "JPY", "percent_bps": 325, "fixed_amount": 0}, ...]: the fee charged on its payments.
+    fee_rules: Mapped[list[dict[str, object]]] = mapped_column(JSONDocument, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

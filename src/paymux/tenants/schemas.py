@@ -6,6 +6,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from paymux.core.inputs import InputModel
+from paymux.core.money import MAX_AMOUNT, CurrencyCode
 
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 TenantId = Annotated[int, Field(strict=True, gt=0, lt=2**53)]
@@ -40,12 +41,37 @@ class ProviderConfigSync(InputModel):
     )
 
 
+class FeeRuleSync(InputModel):
+    """The fee paymux books on a store's payments in one currency: a percentage plus a fixed amount."""
+
+    currency: CurrencyCode
+    percent_bps: int = Field(
+        default=0, strict=True, ge=0, le=10_000, description="Percentage in basis points: 325 is 3.25 %"
+    )
+    fixed_amount: int = Field(
+        default=0, strict=True, ge=0, le=MAX_AMOUNT, description="Fixed part, in the currency's minor unit"
+    )
+
+
 class StoreSync(InputModel):
     store_id: TenantId
     store_code: Code
     name: str | None = Field(default=None, max_length=200)
     is_active: bool = True
     provider_configs: list[ProviderConfigSync] = Field(default_factory=list, max_length=50)
+    fee_rules: list[FeeRuleSync] | None = Field(
+        default=None,
+        max_length=200,
+        description="One rule per currency; omitted: kept as stored; [] removes every fee.",
+    )
+
+    @field_validator("fee_rules")
+    @classmethod
+    def _one_rule_per_currency(cls, rules: list[FeeRuleSync] | None) -> list[FeeRuleSync] | None:
+        currencies = [rule.currency for rule in rules or []]
+        if len(currencies) != len(set(currencies)):
+            raise ValueError("a store lists each fee currency at most once")
+        return rules
 
     @field_validator("provider_configs")
     @classmethod

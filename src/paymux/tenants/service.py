@@ -13,9 +13,16 @@ from paymux.core.crypto import EnvelopeCipher, mask_secret
 from paymux.core.db import Database
 from paymux.core.ids import new_id
 from paymux.gateway.principal import CallerType, Principal
+from paymux.ledger.fees import FeeRule
 from paymux.providers.base import ProviderCredentials
 from paymux.providers.registry import ProviderRegistry
-from paymux.tenants.errors import StoreNotFound, SyncForbidden, TenantConflict, UnknownProviderCode
+from paymux.tenants.errors import (
+    MerchantNotFound,
+    StoreNotFound,
+    SyncForbidden,
+    TenantConflict,
+    UnknownProviderCode,
+)
 from paymux.tenants.models import ClientPartner, Merchant, Store, StoreProviderConfig
 from paymux.tenants.schemas import (
     MerchantSync,
@@ -144,6 +151,10 @@ class TenantService:
             session.add(store)
         if _assign(store, store_code=sync.store_code, name=sync.name, is_active=sync.is_active):
             store.updated_at = now
+        if sync.fee_rules is not None and _assign(
+            store, fee_rules=[rule.model_dump(mode="json") for rule in sync.fee_rules]
+        ):
+            store.updated_at = now
         await session.flush()
         return store
 
@@ -219,6 +230,27 @@ class TenantService:
         ):
             raise StoreNotFound(f"No store {store_id} in this client's scope.")
         return store
+
+    async def fee_rule(self, session: AsyncSession, store_id: int, currency: str) -> FeeRule | None:
+        """The store's fee rule for a currency; None when it charges no fee in that currency."""
+        store = await session.get(Store, store_id)
+        for rule in (store.fee_rules if store is not None else None) or []:
+            if rule.get("currency") == currency:
+                return FeeRule(
+                    currency=currency,
+                    percent_bps=int(str(rule.get("percent_bps", 0))),
+                    fixed_amount=int(str(rule.get("fixed_amount", 0))),
+                )
+        return None
+
+    async def merchant_in_scope(self, principal: Principal, merchant_id: int) -> Merchant:
+        async with self._db.reading() as session:
+            merchant = await session.get(Merchant, merchant_id)
+        if merchant is None or not principal.sees(
+            client_partner_id=merchant.client_partner_id, merchant_id=merchant.id
+        ):
+            raise MerchantNotFound(f"No merchant {merchant_id} in this client's scope.")
+        return merchant
 
     async def merchant_is_active(self, session: AsyncSession, merchant_id: int) -> bool:
         merchant = await session.get(Merchant, merchant_id)

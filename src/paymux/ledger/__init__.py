@@ -1,0 +1,1 @@
+"""The double-entry ledger every money movement posts to: accounts, journal entries, postings, holds."""

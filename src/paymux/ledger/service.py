@@ -1,0 +1,539 @@
+"""Ledger use cases. Booking and holds run inside the caller's unit of work, so a payment's state change and its
+postings commit together; the read side and the standalone transfer open their own.
+
+Concurrency: an account's balance changes only through one conditional UPDATE per account and booking, which
+takes the row lock and checks the floor against the row as it is when the lock is granted (PostgreSQL re-reads a
+row that another transaction changed meanwhile). Accounts are updated in code order, so two bookings that touch the
+same accounts cannot deadlock. A CHECK constraint on the table backs the floor up.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Row, Table, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from paymux.core.clock import Clock
+from paymux.core.db import Database
+from paymux.core.ids import new_id
+from paymux.gateway.principal import Principal
+from paymux.ledger.accounts import AccountKind, AccountSpec, Side
+from paymux.ledger.entries import EntryDraft, EntryKind, Leg
+from paymux.ledger.errors import (
+    BalancesNeedMerchant,
+    EntryNotFound,
+    HoldNotFound,
+    HoldNotPending,
+    InsufficientFunds,
+)
+from paymux.ledger.models import Hold, JournalEntry, LedgerAccount, Posting
+
+ACCOUNTS: Table = LedgerAccount.__table__  # type: ignore[assignment]  # declared tables are Tables
+
+
+class HoldStatus(StrEnum):
+    PENDING = "pending"
+    POSTED = "posted"
+    VOIDED = "voided"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class HoldDraft:
+    """Reserve `amount` to move from `debit` to `credit` later; the key names the hold for good."""
+
+    idempotency_key: str
+    debit: AccountSpec
+    credit: AccountSpec
+    amount: int
+    source_type: str
+    source_id: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class _Moved:
+    """An account as one booking left it."""
+
+    id: str
+    balance: int
+    pending_out: int
+    floor: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CurrencyBalance:
+    currency: str
+    available: int
+    pending: int
+
+
+class LedgerService:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    # ------------------------------------------------------------------ booking (inside a unit of work)
+
+    async def book(self, session: AsyncSession, draft: EntryDraft) -> str:
+        """Book one entry; returns its id. The same idempotency key books once and returns the first entry."""
+        return (await self.book_many(session, [draft]))[0]
+
+    async def book_many(self, session: AsyncSession, drafts: Sequence[EntryDraft]) -> list[str]:
+        """Book entries together: each account is updated once for the whole batch, in code order."""
+        keys = [draft.idempotency_key for draft in drafts]
+        if len(set(keys)) != len(keys):
+            raise ValueError("a batch names each idempotency key once")
+        ids: dict[str, str] = dict(
+            (
+                await session.execute(
+                    select(JournalEntry.idempotency_key, JournalEntry.id).where(
+                        JournalEntry.idempotency_key.in_(keys)
+                    )
+                )
+            ).all()
+        )
+        fresh = [draft for draft in drafts if draft.idempotency_key not in ids]
+        if fresh:
+            ids.update(await self._insert(session, fresh))
+        return [ids[key] for key in keys]
+
+    async def _insert(self, session: AsyncSession, drafts: Sequence[EntryDraft]) -> dict[str, str]:
+        now = self._clock.now()
+        deltas: dict[str, int] = defaultdict(int)
+        specs: dict[str, AccountSpec] = {}
+        for draft in drafts:
+            for leg in draft.legs:
+                deltas[leg.account.code] += leg.balance_delta
+                specs[leg.account.code] = leg.account
+        moved = {
+            code: await self._move(session, specs[code], balance=deltas[code]) for code in sorted(deltas)
+        }
+        # Walk the legs in order from each account's balance before the batch: every intermediate balance must
+        # respect the floor too, and each posting records the balance it left.
+        running = {code: account.balance - deltas[code] for code, account in moved.items()}
+        entries: list[dict[str, Any]] = []
+        postings: list[dict[str, Any]] = []
+        ids: dict[str, str] = {}
+        for draft in drafts:
+            entry_id = ids[draft.idempotency_key] = new_id("je")
+            entries.append(
+                {
+                    "id": entry_id,
+                    "idempotency_key": draft.idempotency_key,
+                    "kind": draft.kind.value,
+                    "client_partner_id": draft.client_partner_id,
+                    "merchant_id": draft.merchant_id,
+                    "source_type": draft.source_type,
+                    "source_id": draft.source_id,
+                    "reverses_entry_id": draft.reverses_entry_id,
+                    "description": draft.description,
+                    "created_at": now,
+                }
+            )
+            for leg in draft.legs:
+                code = leg.account.code
+                account = moved[code]
+                running[code] += leg.balance_delta
+                if account.floor is not None and running[code] - account.pending_out < account.floor:
+                    raise InsufficientFunds(
+                        f"Account {code} cannot go below {account.floor} {leg.account.currency}.",
+                        account=code,
+                    )
+                postings.append(
+                    {
+                        "id": new_id("btx"),
+                        "entry_id": entry_id,
+                        "account_id": account.id,
+                        "account_kind": leg.account.kind.value,
+                        "client_partner_id": leg.account.client_partner_id,
+                        "merchant_id": leg.account.merchant_id,
+                        "direction": leg.side.value,
+                        "amount": leg.amount,
+                        "currency": leg.account.currency,
+                        "balance_after": running[code],
+                        "created_at": now,
+                    }
+                )
+        await session.execute(insert(JournalEntry), entries)
+        await session.execute(insert(Posting), postings)
+        return ids
+
+    async def _move(
+        self,
+        session: AsyncSession,
+        spec: AccountSpec,
+        *,
+        balance: int = 0,
+        pending_out: int = 0,
+        pending_in: int = 0,
+    ) -> _Moved:
+        """Change an account's balance and pending sums in one guarded UPDATE, opening the account if it is new.
+
+        The guard is the floor: the available balance (balance - pending_out) after the change must not fall
+        below it. When the guard fails nothing is changed and InsufficientFunds is raised.
+        """
+        statement = (
+            update(ACCOUNTS)
+            .where(ACCOUNTS.c.code == spec.code)
+            .values(
+                balance=ACCOUNTS.c.balance + balance,
+                pending_out=ACCOUNTS.c.pending_out + pending_out,
+                pending_in=ACCOUNTS.c.pending_in + pending_in,
+                updated_at=self._clock.now(),
+            )
+            .returning(ACCOUNTS.c.id, ACCOUNTS.c.balance, ACCOUNTS.c.pending_out, ACCOUNTS.c.floor)
+        )
+        if balance - pending_out < 0:
+            statement = statement.where(
+                or_(
+                    ACCOUNTS.c.floor.is_(None),
+                    ACCOUNTS.c.balance + balance - ACCOUNTS.c.pending_out - pending_out >= ACCOUNTS.c.floor,
+                )
+            )
+        row = (await session.execute(statement)).one_or_none()
+        if row is None:
+            if await self._exists(session, spec.code):
+                raise InsufficientFunds(
+                    f"Account {spec.code} does not have {pending_out - balance} {spec.currency} available.",
+                    account=spec.code,
+                )
+            await self._open(session, spec)
+            row = (await session.execute(statement)).one_or_none()
+            if row is None:
+                raise InsufficientFunds(
+                    f"Account {spec.code} cannot go below {spec.floor} {spec.currency}.", account=spec.code
+                )
+        return _moved(row)
+
+    @staticmethod
+    async def _exists(session: AsyncSession, code: str) -> bool:
+        found = await session.execute(select(ACCOUNTS.c.id).where(ACCOUNTS.c.code == code))
+        return found.first() is not None
+
+    async def _open(self, session: AsyncSession, spec: AccountSpec) -> None:
+        now = self._clock.now()
+        dialect = session.get_bind().dialect.name
+        insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
+        await session.execute(
+            insert_(ACCOUNTS)
+            .values(
+                id=new_id("la"),
+                code=spec.code,
+                kind=spec.kind.value,
+                client_partner_id=spec.client_partner_id,
+                merchant_id=spec.merchant_id,
+                currency=spec.currency,
+                normal_side=spec.normal_side.value,
+                floor=spec.floor,
+                balance=0,
+                pending_out=0,
+                pending_in=0,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing()
+        )
+
+    async def open_account(self, spec: AccountSpec) -> None:
+        """Open an account ahead of its first posting (wallets do, to set their floor)."""
+        async with self._db.unit_of_work() as session:
+            await self._open(session, spec)
+
+    # ------------------------------------------------------------------ holds (inside a unit of work)
+
+    async def hold(self, session: AsyncSession, draft: HoldDraft) -> Hold:
+        """Reserve money for a later posting; the same key returns the first hold."""
+        existing = (
+            await session.execute(select(Hold).where(Hold.idempotency_key == draft.idempotency_key))
+        ).scalar_one_or_none()
+        if existing is not None:
+            return existing
+        if draft.debit.currency != draft.credit.currency:
+            raise ValueError("a hold moves money within one currency")
+        moved: dict[str, _Moved] = {}
+        for spec, side in sorted(((draft.debit, Side.DEBIT), (draft.credit, Side.CREDIT)), key=_by_code):
+            moved[spec.code] = await self._move(session, spec, **_reservation(spec, side, draft.amount))
+        now = self._clock.now()
+        hold = Hold(
+            id=new_id("hld"),
+            idempotency_key=draft.idempotency_key,
+            client_partner_id=draft.credit.client_partner_id or draft.debit.client_partner_id,
+            merchant_id=draft.credit.merchant_id or draft.debit.merchant_id,
+            debit_account_id=moved[draft.debit.code].id,
+            credit_account_id=moved[draft.credit.code].id,
+            amount=draft.amount,
+            currency=draft.debit.currency,
+            status=HoldStatus.PENDING.value,
+            source_type=draft.source_type,
+            source_id=draft.source_id,
+            expires_at=draft.expires_at,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(hold)
+        return hold
+
+    async def pending_hold(self, session: AsyncSession, source_id: str) -> Hold | None:
+        """The pending hold of a source object, locked for the caller's unit of work."""
+        statement = (
+            select(Hold)
+            .where(Hold.source_id == source_id, Hold.status == HoldStatus.PENDING.value)
+            .order_by(Hold.id)
+            .limit(1)
+            .with_for_update()
+        )
+        return (await session.execute(statement)).scalar_one_or_none()
+
+    async def post_hold(
+        self,
+        session: AsyncSession,
+        hold: Hold,
+        *,
+        kind: EntryKind,
+        amount: int | None = None,
+        key: str | None = None,
+        description: str | None = None,
+    ) -> str:
+        """Turn a pending hold into an entry for `amount` (all of it by default); the rest is released. The entry's
+        idempotency key is `key`, or the hold's own key with `:posted`."""
+        if hold.status != HoldStatus.PENDING.value:
+            raise HoldNotPending(f"Hold {hold.id} is {hold.status}.")
+        amount = hold.amount if amount is None else amount
+        if not 0 < amount <= hold.amount:
+            raise ValueError(f"a hold of {hold.amount} posts between 1 and {hold.amount}, not {amount}")
+        debit, credit = await self._release(session, hold)
+        entry_id = await self.book(
+            session,
+            EntryDraft(
+                idempotency_key=key or f"{hold.idempotency_key}:posted",
+                kind=kind,
+                source_type=hold.source_type,
+                source_id=hold.source_id,
+                legs=(Leg(debit, Side.DEBIT, amount), Leg(credit, Side.CREDIT, amount)),
+                merchant_id=hold.merchant_id,
+                client_partner_id=hold.client_partner_id,
+                description=description,
+            ),
+        )
+        hold.status = HoldStatus.POSTED.value
+        hold.posted_amount = amount
+        hold.entry_id = entry_id
+        hold.updated_at = self._clock.now()
+        return entry_id
+
+    async def void_hold(
+        self, session: AsyncSession, hold: Hold, *, status: HoldStatus = HoldStatus.VOIDED
+    ) -> None:
+        """Release a pending hold without moving money (voided by its owner, or expired)."""
+        if hold.status != HoldStatus.PENDING.value:
+            raise HoldNotPending(f"Hold {hold.id} is {hold.status}.")
+        await self._release(session, hold)
+        hold.status = status.value
+        hold.updated_at = self._clock.now()
+
+    async def _release(self, session: AsyncSession, hold: Hold) -> tuple[AccountSpec, AccountSpec]:
+        rows = {
+            account.id: account
+            for account in (
+                await session.execute(
+                    select(LedgerAccount).where(
+                        LedgerAccount.id.in_([hold.debit_account_id, hold.credit_account_id])
+                    )
+                )
+            ).scalars()
+        }
+        debit, credit = _spec_of(rows[hold.debit_account_id]), _spec_of(rows[hold.credit_account_id])
+        for spec, side in sorted(((debit, Side.DEBIT), (credit, Side.CREDIT)), key=_by_code):
+            reserved = _reservation(spec, side, hold.amount)
+            await self._move(session, spec, **{name: -value for name, value in reserved.items()})
+        return debit, credit
+
+    async def expire_holds(self, limit: int = 100) -> int:
+        """Release pending holds whose time is up (the worker runs this); returns how many it expired."""
+        async with self._db.unit_of_work() as session:
+            holds = list(
+                (
+                    await session.execute(
+                        select(Hold)
+                        .where(Hold.status == HoldStatus.PENDING.value, Hold.expires_at <= self._clock.now())
+                        .order_by(Hold.expires_at)
+                        .limit(limit)
+                        .with_for_update(skip_locked=True)
+                    )
+                ).scalars()
+            )
+            for hold in holds:
+                await self.void_hold(session, hold, status=HoldStatus.EXPIRED)
+            return len(holds)
+
+    # ------------------------------------------------------------------ reversals
+
+    async def reverse(self, session: AsyncSession, entry_id: str, *, description: str | None = None) -> str:
+        """Book the mirror image of an entry (debits become credits); an entry is reversed at most once."""
+        entry = await session.get(JournalEntry, entry_id)
+        if entry is None:
+            raise EntryNotFound(f"No ledger entry {entry_id}.")
+        legs = [
+            Leg(_spec_of(account), Side(posting.direction).opposite, posting.amount)
+            for posting, account in (
+                await session.execute(
+                    select(Posting, LedgerAccount)
+                    .join(LedgerAccount, LedgerAccount.id == Posting.account_id)
+                    .where(Posting.entry_id == entry_id)
+                    .order_by(Posting.id)
+                )
+            ).all()
+        ]
+        return await self.book(
+            session,
+            EntryDraft(
+                idempotency_key=f"reversal:{entry_id}",
+                kind=EntryKind.REVERSAL,
+                source_type="ledger_entry",
+                source_id=entry_id,
+                legs=tuple(legs),
+                merchant_id=entry.merchant_id,
+                client_partner_id=entry.client_partner_id,
+                description=description,
+                reverses_entry_id=entry_id,
+            ),
+        )
+
+    # ------------------------------------------------------------------ standalone use cases
+
+    async def transfer(self, draft: EntryDraft) -> str:
+        """Book one entry in its own unit of work. A concurrent booking of the same key returns the winner's id."""
+        try:
+            async with self._db.unit_of_work() as session:
+                return await self.book(session, draft)
+        except IntegrityError:
+            async with self._db.reading() as session:
+                found = (
+                    await session.execute(
+                        select(JournalEntry.id).where(JournalEntry.idempotency_key == draft.idempotency_key)
+                    )
+                ).scalar_one_or_none()
+            if found is None:
+                raise
+            return found
+
+    async def account(self, code: str) -> LedgerAccount | None:
+        async with self._db.reading() as session:
+            return (
+                await session.execute(select(LedgerAccount).where(LedgerAccount.code == code))
+            ).scalar_one_or_none()
+
+    async def get_hold(self, hold_id: str) -> Hold:
+        async with self._db.reading() as session:
+            hold = await session.get(Hold, hold_id)
+        if hold is None:
+            raise HoldNotFound(f"No hold {hold_id}.")
+        return hold
+
+    # ------------------------------------------------------------------ read side (API)
+
+    async def balances(
+        self, principal: Principal, merchant_id: int | None
+    ) -> tuple[int, list[CurrencyBalance]]:
+        """A merchant's payable balance per currency: available (posted, less pending debits) and pending."""
+        merchant = _merchant_in_scope(principal, merchant_id)
+        async with self._db.reading() as session:
+            accounts = (
+                await session.execute(
+                    select(LedgerAccount)
+                    .where(
+                        LedgerAccount.client_partner_id == principal.client_partner_id,
+                        LedgerAccount.merchant_id == merchant,
+                        LedgerAccount.kind == AccountKind.MERCHANT_PAYABLE.value,
+                    )
+                    .order_by(LedgerAccount.currency)
+                )
+            ).scalars()
+            return merchant, [
+                CurrencyBalance(account.currency, account.balance - account.pending_out, account.pending_in)
+                for account in accounts
+            ]
+
+    async def balance_transactions(
+        self,
+        principal: Principal,
+        *,
+        merchant_id: int | None,
+        currency: str | None,
+        kind: str | None,
+        source_id: str | None,
+        limit: int,
+        starting_after: str | None,
+    ) -> tuple[list[Row[Posting, JournalEntry]], bool]:
+        """Postings to merchant payable accounts, newest first, each with the entry that explains it."""
+        if principal.store_id is not None:
+            raise BalancesNeedMerchant(
+                "Balance transactions belong to a merchant; call with a merchant client."
+            )
+        statement = (
+            select(Posting, JournalEntry)
+            .join(JournalEntry, JournalEntry.id == Posting.entry_id)
+            .where(
+                Posting.client_partner_id == principal.client_partner_id,
+                Posting.account_kind == AccountKind.MERCHANT_PAYABLE.value,
+            )
+        )
+        merchant = principal.merchant_id or merchant_id
+        if merchant is not None:
+            statement = statement.where(Posting.merchant_id == merchant)
+        if currency is not None:
+            statement = statement.where(Posting.currency == currency)
+        if kind is not None:
+            statement = statement.where(JournalEntry.kind == kind)
+        if source_id is not None:
+            statement = statement.where(JournalEntry.source_id == source_id)
+        if starting_after is not None:
+            statement = statement.where(Posting.id < starting_after)
+        async with self._db.reading() as session:
+            rows = list((await session.execute(statement.order_by(Posting.id.desc()).limit(limit + 1))).all())
+        return rows[:limit], len(rows) > limit
+
+
+def _merchant_in_scope(principal: Principal, merchant_id: int | None) -> int:
+    if principal.store_id is not None:
+        raise BalancesNeedMerchant("Balances belong to a merchant; call with a merchant or partner client.")
+    if principal.merchant_id is not None:
+        return principal.merchant_id
+    if merchant_id is None:
+        raise BalancesNeedMerchant("A partner client names the merchant: ?merchant_id=...")
+    return merchant_id
+
+
+def _moved(row: Row[Any]) -> _Moved:
+    return _Moved(id=row.id, balance=row.balance, pending_out=row.pending_out, floor=row.floor)
+
+
+def _by_code(item: tuple[AccountSpec, Side]) -> str:
+    return item[0].code
+
+
+def _reservation(spec: AccountSpec, side: Side, amount: int) -> dict[str, int]:
+    """What a pending hold does to one of its accounts: it will lower the balance (pending_out) when the hold's
+    side is opposite the account's normal side, and raise it (pending_in) otherwise."""
+    return {"pending_in": amount} if side is spec.normal_side else {"pending_out": amount}
+
+
+def _spec_of(account: LedgerAccount) -> AccountSpec:
+    return AccountSpec(
+        code=account.code,
+        kind=AccountKind(account.kind),
+        currency=account.currency,
+        merchant_id=account.merchant_id,
+        client_partner_id=account.client_partner_id,
+        floor=account.floor,
+    )
