@@ -31,6 +31,7 @@ from paymux.ledger.api import router as ledger_router
 from paymux.payments.api import router as payments_router
 from paymux.providers.base import PaymentProvider
 from paymux.providers.sandboxes import mount_sandboxes
+from paymux.reconciliation.api import router as reconciliation_router
 from paymux.tenants.api import router as tenants_router
 from paymux.webhooks.api import router as webhooks_router
 from paymux.worker import Worker
@@ -88,11 +89,16 @@ def create_app(
     )
     app.state.container = container
     install_problem_handlers(app)
-    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        EdgeMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        upload_limits={"/v1/reconciliation_runs": settings.reconciliation_max_upload_bytes},
+    )
     app.include_router(payments_router)
     app.include_router(tenants_router)
     app.include_router(events_router)
     app.include_router(ledger_router)
+    app.include_router(reconciliation_router)
     app.include_router(webhooks_router)
     if settings.mount_sandboxes:
         mount_sandboxes(app, settings.sandbox_webhook_base)

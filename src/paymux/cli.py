@@ -7,11 +7,13 @@ import json
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 import uvicorn
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from paymux import migrations
 from paymux.config import Settings
@@ -20,6 +22,7 @@ from paymux.core.db import to_async_url
 from paymux.core.errors import PaymuxError
 from paymux.core.logging import configure_logging
 from paymux.ledger.verify import LedgerReport, verify_ledger
+from paymux.payments.service import TenantScope
 from paymux.providers.sandboxes import (
     aupay_sandbox,
     create_sandbox_app,
@@ -28,6 +31,9 @@ from paymux.providers.sandboxes import (
     paypay_sandbox,
     rakuten_sandbox,
 )
+from paymux.providers.settlement import LAYOUTS
+from paymux.reconciliation.schemas import RunReport
+from paymux.reconciliation.service import ImportRequest, ImportResult
 from paymux.tenants.schemas import ProviderConfigSync
 from paymux.tenants.service import BootstrapResult
 from paymux.worker import Worker
@@ -299,6 +305,67 @@ def clients_create(
     else:
         for key, value in values.items():
             typer.echo(f"{key}: {value}")
+
+
+@app.command()
+def reconcile(
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="The file to import.")
+    ],
+    provider: Annotated[str, typer.Option(help="Whose file it is: " + ", ".join(LAYOUTS) + ".")],
+    merchant: Annotated[int | None, typer.Option(help="Match only this merchant's transactions.")] = None,
+    partner: Annotated[int | None, typer.Option(help="Match only this partner's transactions.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
+) -> None:
+    """Import a provider's settlement CSV or a camt.053 bank statement and match it against paymux.
+
+    The same file twice changes nothing (the earlier report is printed). Exits 0 when the run completed, whatever
+    it found; the report says what did not match.
+    """
+    scope = TenantScope(client_partner_id=partner, merchant_id=merchant)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=as_json or not console.is_terminal,
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def advance(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done)
+
+        result: ImportResult = _with_container(
+            lambda container: container.reconciliation.import_file(
+                ImportRequest(path=file, provider=provider, scope=scope, source="cli", created_by="cli"),
+                progress=advance,
+            )
+        )
+    report = RunReport.of(result.run, replayed=result.replayed).model_dump(mode="json")
+    if as_json:
+        _print_json(report)
+        return
+    if result.replayed:
+        console.print("[yellow]this file was imported before[/yellow]: its report, nothing changed")
+    for key in (
+        "id",
+        "provider",
+        "format",
+        "period_start",
+        "period_end",
+        "lines",
+        "matched",
+        "missing_in_paymux",
+        "missing_in_file",
+        "amount_mismatch",
+        "currency_mismatch",
+        "duplicates",
+    ):
+        typer.echo(f"{key}: {report[key]}")
 
 
 @ledger_app.command("verify")

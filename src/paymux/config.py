@@ -50,6 +50,15 @@ class Settings(BaseSettings):
         description="Deadline of one provider call; past it the outcome counts as unknown.",
     )
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger request bodies get 413.")
+    reconciliation_max_upload_bytes: int = Field(
+        default=64 * 1_048_576,
+        ge=1024,
+        description="Largest settlement file POST /v1/reconciliation_runs takes; larger files go through the CLI.",
+    )
+    reconciliation_daily: bool = Field(
+        default=True,
+        description="The worker fetches and reconciles yesterday's settlement file of providers that offer one.",
+    )
     ledger_hold_ttl_seconds: int = Field(
         default=7 * 24 * 3600,
         ge=60,

@@ -29,6 +29,7 @@ from paymux.providers.paypay.adapter import PayPayProvider
 from paymux.providers.rakuten.adapter import RakutenPayProvider
 from paymux.providers.registry import ProviderRegistry
 from paymux.providers.testmode import BuiltinTestProvider
+from paymux.reconciliation.service import ReconciliationService
 from paymux.tenants.service import TenantService
 from paymux.webhooks.inbound import InboundWebhookService
 from paymux.webhooks.service import WebhookService
@@ -63,6 +64,7 @@ class Container:
     tenants: TenantService
     payments: PaymentService
     ledger: LedgerService
+    reconciliation: ReconciliationService
     webhooks: WebhookService
     inbound_webhooks: InboundWebhookService
     provider_http: httpx.AsyncClient
@@ -136,6 +138,7 @@ class Container:
             tenants=tenants,
             payments=payments,
             ledger=ledger,
+            reconciliation=ReconciliationService(db, clock, payments),
             webhooks=WebhookService(db, clock, cipher, allow_private=settings.webhooks_allow_private),
             inbound_webhooks=InboundWebhookService(db, clock, registry, tenants, payments),
             provider_http=provider_http,

@@ -6,6 +6,12 @@ from paymux.events.models import Event
 from paymux.gateway.models import IdempotencyRecord
 from paymux.ledger.models import Hold, JournalEntry, LedgerAccount, Posting
 from paymux.payments.models import PaymentIntent, PaymentIntentStatusChange, Transaction
+from paymux.reconciliation.models import (
+    ReconciliationException,
+    ReconciliationMatch,
+    ReconciliationRun,
+    ScheduledReconciliation,
+)
 from paymux.tenants.models import ClientPartner, Merchant, Store, StoreProviderConfig
 from paymux.webhooks.models import ProviderWebhookEvent, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
@@ -24,6 +30,10 @@ __all__ = [
     "PaymentToken",
     "Posting",
     "ProviderWebhookEvent",
+    "ReconciliationException",
+    "ReconciliationMatch",
+    "ReconciliationRun",
+    "ScheduledReconciliation",
     "Store",
     "StoreProviderConfig",
     "Transaction",

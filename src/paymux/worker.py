@@ -67,6 +67,10 @@ class Worker:
             purged = await self.container.idempotency.purge_expired()
             if purged:
                 log.info("purged expired idempotency keys", count=purged)
+            if self.container.settings.reconciliation_daily:
+                await self.container.reconciliation.run_daily(
+                    self.container.tenants, self.container.providers, (now - timedelta(days=1)).date()
+                )
             self._next_housekeeping = now + HOUSEKEEPING_EVERY
         return relayed + sent + checked + settled + expired
 

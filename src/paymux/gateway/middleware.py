@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 
 import structlog
 from starlette.exceptions import HTTPException
@@ -23,9 +24,13 @@ def _valid_request_id(value: bytes) -> bool:
 
 
 class EdgeMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, upload_limits: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # Paths that take files (a settlement file upload) have a limit of their own, for POST only.
+        self.upload_limits = dict(upload_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -57,19 +62,22 @@ class EdgeMiddleware:
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
+        limit = self.max_body_bytes
+        if scope["method"] == "POST":
+            limit = self.upload_limits.get(scope["path"], limit)
         try:
             declared = headers.get(b"content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            if declared is not None and declared.isdigit() and int(declared) > limit:
                 await self._problem(
                     send_with_headers,
                     413,
                     "payload_too_large",
                     "Request body too large",
-                    f"Request bodies are limited to {self.max_body_bytes} bytes.",
+                    f"Request bodies are limited to {limit} bytes.",
                     request_id,
                 )
                 return
-            await self.app(scope, self._limited(receive), send_with_headers)
+            await self.app(scope, self._limited(receive, limit), send_with_headers)
         except Exception:
             # Rendered here rather than by Starlette's outermost error middleware, so the 500 carries the
             # X-Request-Id header like every other answer.
@@ -94,7 +102,8 @@ class EdgeMiddleware:
             )
             structlog.contextvars.unbind_contextvars("request_id")
 
-    def _limited(self, receive: Receive) -> Receive:
+    @staticmethod
+    def _limited(receive: Receive, limit: int) -> Receive:
         received = 0
 
         async def limited_receive() -> Message:
@@ -102,9 +111,9 @@ class EdgeMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
+                if received > limit:
                     # An HTTPException, because FastAPI's body parser turns any other exception into a 400.
-                    raise HTTPException(413, f"Request bodies are limited to {self.max_body_bytes} bytes.")
+                    raise HTTPException(413, f"Request bodies are limited to {limit} bytes.")
             return message
 
         return limited_receive

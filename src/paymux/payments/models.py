@@ -61,6 +61,10 @@ class Transaction(Base):
     """A money movement under an intent: the provider payment, an external capture, or a refund."""
 
     __tablename__ = "transactions"
+    __table_args__ = (
+        Index("ix_transactions_provider_transaction_id", "provider_name", "provider_transaction_id"),
+        Index("ix_transactions_provider_settled", "provider_name", "status", "updated_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     payment_intent_id: Mapped[str] = mapped_column(String(40), ForeignKey("payment_intents.id"), index=True)

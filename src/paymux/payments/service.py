@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar, assert_never
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -80,6 +80,46 @@ MAX_STATUS_CHECKS = 100
 def check_delay(check_number: int) -> timedelta:
     """When a pending payment is checked with its provider: 5 s, 10 s, 20 s, ... then every 5 minutes."""
     return timedelta(seconds=min(5 * 2 ** (check_number - 1), 300))
+
+
+@dataclass(frozen=True, slots=True)
+class TenantScope:
+    """Which tenants a back-office job covers: everything, one partner, or one merchant."""
+
+    client_partner_id: int | None = None
+    merchant_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SettledTransaction:
+    id: str
+    kind: str  # "payment" or "refund"
+    payment_intent_id: str
+    provider_transaction_id: str | None
+    amount: int
+    currency: str
+    settled_at: datetime
+    client_partner_id: int
+    merchant_id: int
+
+    @property
+    def reference(self) -> str:
+        """The id paymux gave the provider for it: the intent's for a payment, the refund's own for a refund."""
+        return self.payment_intent_id if self.kind == TransactionType.PAYMENT.value else self.id
+
+    @classmethod
+    def of(cls, row: Transaction) -> SettledTransaction:
+        return cls(
+            id=row.id,
+            kind=row.type,
+            payment_intent_id=row.payment_intent_id,
+            provider_transaction_id=row.provider_transaction_id,
+            amount=row.amount,
+            currency=row.currency,
+            settled_at=row.updated_at,
+            client_partner_id=row.client_partner_id,
+            merchant_id=row.merchant_id,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -723,6 +763,70 @@ class PaymentService:
         if txn is None:
             raise TransactionNotFound(f"No transaction {transaction_id} in this client's scope.")
         return txn
+
+    # ------------------------------------------------------------------ settled transactions (reconciliation)
+
+    async def settled_transactions(
+        self,
+        provider: str,
+        scope: TenantScope,
+        *,
+        provider_transaction_ids: Sequence[str] = (),
+        references: Sequence[str] = (),
+    ) -> list[SettledTransaction]:
+        """Succeeded payments and refunds of a provider, found by the provider's ids or by paymux's own (the intent
+        id of a payment, the id of a refund)."""
+        if not provider_transaction_ids and not references:
+            return []
+        conditions: list[ColumnElement[bool]] = []
+        if provider_transaction_ids:
+            conditions.append(Transaction.provider_transaction_id.in_(provider_transaction_ids))
+        if references:
+            conditions.append(
+                and_(
+                    Transaction.type == TransactionType.PAYMENT.value,
+                    Transaction.payment_intent_id.in_(references),
+                )
+            )
+            conditions.append(
+                and_(Transaction.type == TransactionType.REFUND.value, Transaction.id.in_(references))
+            )
+        statement = self._settled(provider, scope).where(or_(*conditions))
+        async with self._db.reading() as session:
+            return [SettledTransaction.of(row) for row in (await session.execute(statement)).scalars()]
+
+    async def settled_between(
+        self,
+        provider: str,
+        scope: TenantScope,
+        *,
+        start: datetime,
+        end: datetime,
+        after_id: str | None,
+        limit: int,
+    ) -> list[SettledTransaction]:
+        """Succeeded payments and refunds of a provider settled in [start, end), in id order from `after_id`."""
+        statement = self._settled(provider, scope).where(
+            Transaction.updated_at >= start, Transaction.updated_at < end
+        )
+        if after_id is not None:
+            statement = statement.where(Transaction.id > after_id)
+        async with self._db.reading() as session:
+            rows = (await session.execute(statement.order_by(Transaction.id).limit(limit))).scalars()
+            return [SettledTransaction.of(row) for row in rows]
+
+    @staticmethod
+    def _settled(provider: str, scope: TenantScope) -> Select[Transaction]:
+        statement = select(Transaction).where(
+            Transaction.provider_name == provider,
+            Transaction.status == TransactionStatus.SUCCEEDED.value,
+            Transaction.type.in_([TransactionType.PAYMENT.value, TransactionType.REFUND.value]),
+        )
+        if scope.client_partner_id is not None:
+            statement = statement.where(Transaction.client_partner_id == scope.client_partner_id)
+        if scope.merchant_id is not None:
+            statement = statement.where(Transaction.merchant_id == scope.merchant_id)
+        return statement
 
     # ------------------------------------------------------------------ internals
 

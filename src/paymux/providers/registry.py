@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from paymux.providers.base import PaymentProvider
 
@@ -20,6 +20,9 @@ class ProviderRegistry:
             return self._providers[name]
         except KeyError:
             raise UnknownProvider(name) from None
+
+    def __iter__(self) -> Iterator[PaymentProvider]:
+        return iter(self._providers.values())
 
     def __contains__(self, name: object) -> bool:
         return name in self._providers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -263,6 +264,16 @@ class TenantService:
             StoreProviderConfig.store_id == store_id, StoreProviderConfig.is_active.is_(True)
         )
         return list((await session.execute(statement.order_by(StoreProviderConfig.provider_code))).scalars())
+
+    async def active_configs_of(self, provider_codes: Sequence[str]) -> list[StoreProviderConfig]:
+        """Every active store config of these providers (back-office jobs such as the daily reconciliation)."""
+        if not provider_codes:
+            return []
+        async with self._db.reading() as session:
+            statement = select(StoreProviderConfig).where(
+                StoreProviderConfig.provider_code.in_(provider_codes), StoreProviderConfig.is_active.is_(True)
+            )
+            return list((await session.execute(statement.order_by(StoreProviderConfig.id))).scalars())
 
     async def provider_config(
         self, session: AsyncSession, store_id: int, provider_code: str

@@ -1,0 +1,1 @@
+"""Reconciliation: settlement files and bank statements matched against paymux's transactions."""
