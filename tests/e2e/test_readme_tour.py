@@ -100,4 +100,6 @@ def test_the_readme_tour_works_with_copy_and_paste(demo: tuple[list[str], Path])
         "payment_intent.succeeded",
         "payment_intent.created",
     ]
-    assert lines[16:] == ["requires_action display_qr_code", "succeeded"]  # the PayPay QR payment
+    assert lines[16:18] == ["requires_action display_qr_code", "succeeded"]  # the PayPay QR payment
+    # The ledger: 1,500 paid - 500 refunded + 3,000 captured at the terminal + 980 by QR code.
+    assert lines[18:] == ["available 4980 JPY", "payment 980 pi_", "payment 3000 pi_", "refund -500 txn"]
