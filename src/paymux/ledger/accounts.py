@@ -48,6 +48,11 @@ class AccountSpec:
     client_partner_id: int | None = None
     floor: int | None = None
 
+    def __post_init__(self) -> None:
+        # An account opens at 0, so a floor above 0 (a minimum balance) would make it invalid from birth.
+        if self.floor is not None and self.floor > 0:
+            raise ValueError("a floor is 0 (no overdraft) or below (an overdraft limit), never above 0")
+
     @property
     def normal_side(self) -> Side:
         return self.kind.normal_side

@@ -10,7 +10,7 @@ same accounts cannot deadlock. A CHECK constraint on the table backs the floor u
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -90,6 +90,12 @@ class LedgerService:
 
     async def book_many(self, session: AsyncSession, drafts: Sequence[EntryDraft]) -> list[str]:
         """Book entries together: each account is updated once for the whole batch, in code order."""
+        return await self._book(session, drafts, {})
+
+    async def _book(
+        self, session: AsyncSession, drafts: Sequence[EntryDraft], pending: Mapping[str, Mapping[str, int]]
+    ) -> list[str]:
+        """Book `drafts`, and change the pending sums of accounts by `pending` in the same account updates."""
         keys = [draft.idempotency_key for draft in drafts]
         if len(set(keys)) != len(keys):
             raise ValueError("a batch names each idempotency key once")
@@ -104,10 +110,15 @@ class LedgerService:
         )
         fresh = [draft for draft in drafts if draft.idempotency_key not in ids]
         if fresh:
-            ids.update(await self._insert(session, fresh))
+            ids.update(await self._insert(session, fresh, pending))
+        else:
+            for code, change in sorted(pending.items()):
+                await self._move(session, await self._spec_by_code(session, code), **change)
         return [ids[key] for key in keys]
 
-    async def _insert(self, session: AsyncSession, drafts: Sequence[EntryDraft]) -> dict[str, str]:
+    async def _insert(
+        self, session: AsyncSession, drafts: Sequence[EntryDraft], pending: Mapping[str, Mapping[str, int]]
+    ) -> dict[str, str]:
         now = self._clock.now()
         deltas: dict[str, int] = defaultdict(int)
         specs: dict[str, AccountSpec] = {}
@@ -116,7 +127,8 @@ class LedgerService:
                 deltas[leg.account.code] += leg.balance_delta
                 specs[leg.account.code] = leg.account
         moved = {
-            code: await self._move(session, specs[code], balance=deltas[code]) for code in sorted(deltas)
+            code: await self._move(session, specs[code], balance=deltas[code], **pending.get(code, {}))
+            for code in sorted(deltas)
         }
         # Walk the legs in order from each account's balance before the batch: every intermediate balance must
         # respect the floor too, and each posting records the balance it left.
@@ -311,19 +323,27 @@ class LedgerService:
         amount = hold.amount if amount is None else amount
         if not 0 < amount <= hold.amount:
             raise ValueError(f"a hold of {hold.amount} posts between 1 and {hold.amount}, not {amount}")
-        debit, credit = await self._release(session, hold)
-        entry_id = await self.book(
+        debit, credit = await self._hold_accounts(session, hold)
+        # The release of the reservation and the posting change each account in one update.
+        release = {
+            spec.code: _released(spec, side, hold.amount)
+            for spec, side in ((debit, Side.DEBIT), (credit, Side.CREDIT))
+        }
+        [entry_id] = await self._book(
             session,
-            EntryDraft(
-                idempotency_key=key or f"{hold.idempotency_key}:posted",
-                kind=kind,
-                source_type=hold.source_type,
-                source_id=hold.source_id,
-                legs=(Leg(debit, Side.DEBIT, amount), Leg(credit, Side.CREDIT, amount)),
-                merchant_id=hold.merchant_id,
-                client_partner_id=hold.client_partner_id,
-                description=description,
-            ),
+            [
+                EntryDraft(
+                    idempotency_key=key or f"{hold.idempotency_key}:posted",
+                    kind=kind,
+                    source_type=hold.source_type,
+                    source_id=hold.source_id,
+                    legs=(Leg(debit, Side.DEBIT, amount), Leg(credit, Side.CREDIT, amount)),
+                    merchant_id=hold.merchant_id,
+                    client_partner_id=hold.client_partner_id,
+                    description=description,
+                )
+            ],
+            release,
         )
         hold.status = HoldStatus.POSTED.value
         hold.posted_amount = amount
@@ -341,7 +361,12 @@ class LedgerService:
         hold.status = status.value
         hold.updated_at = self._clock.now()
 
-    async def _release(self, session: AsyncSession, hold: Hold) -> tuple[AccountSpec, AccountSpec]:
+    async def _release(self, session: AsyncSession, hold: Hold) -> None:
+        debit, credit = await self._hold_accounts(session, hold)
+        for spec, side in sorted(((debit, Side.DEBIT), (credit, Side.CREDIT)), key=_by_code):
+            await self._move(session, spec, **_released(spec, side, hold.amount))
+
+    async def _hold_accounts(self, session: AsyncSession, hold: Hold) -> tuple[AccountSpec, AccountSpec]:
         rows = {
             account.id: account
             for account in (
@@ -352,11 +377,14 @@ class LedgerService:
                 )
             ).scalars()
         }
-        debit, credit = _spec_of(rows[hold.debit_account_id]), _spec_of(rows[hold.credit_account_id])
-        for spec, side in sorted(((debit, Side.DEBIT), (credit, Side.CREDIT)), key=_by_code):
-            reserved = _reservation(spec, side, hold.amount)
-            await self._move(session, spec, **{name: -value for name, value in reserved.items()})
-        return debit, credit
+        return _spec_of(rows[hold.debit_account_id]), _spec_of(rows[hold.credit_account_id])
+
+    @staticmethod
+    async def _spec_by_code(session: AsyncSession, code: str) -> AccountSpec:
+        account = (
+            await session.execute(select(LedgerAccount).where(LedgerAccount.code == code))
+        ).scalar_one()
+        return _spec_of(account)
 
     async def expire_holds(self, limit: int = 100) -> int:
         """Release pending holds whose time is up (the worker runs this); returns how many it expired."""
@@ -526,6 +554,10 @@ def _reservation(spec: AccountSpec, side: Side, amount: int) -> dict[str, int]:
     """What a pending hold does to one of its accounts: it will lower the balance (pending_out) when the hold's
     side is opposite the account's normal side, and raise it (pending_in) otherwise."""
     return {"pending_in": amount} if side is spec.normal_side else {"pending_out": amount}
+
+
+def _released(spec: AccountSpec, side: Side, amount: int) -> dict[str, int]:
+    return {name: -value for name, value in _reservation(spec, side, amount).items()}
 
 
 def _spec_of(account: LedgerAccount) -> AccountSpec:
