@@ -31,7 +31,7 @@ async def retrieve_balance(
     request: Request, caller: ServerCaller, merchant_id: MerchantQuery = None
 ) -> BalanceOut:
     container = container_of(request)
-    if merchant_id is not None:
+    if merchant_id is not None and caller.store_id is None:
         await container.tenants.merchant_in_scope(caller, merchant_id)
     merchant, balances = await container.ledger.balances(caller, merchant_id)
     return BalanceOut.of(merchant, balances)
@@ -57,7 +57,7 @@ async def list_balance_transactions(
     ] = None,
 ) -> BalanceTransactionList:
     container = container_of(request)
-    if merchant_id is not None:
+    if merchant_id is not None and caller.store_id is None:
         await container.tenants.merchant_in_scope(caller, merchant_id)
     rows, has_more = await container.ledger.balance_transactions(
         caller,

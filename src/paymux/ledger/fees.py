@@ -1,6 +1,6 @@
 """Per-store fee rules: a percentage in basis points plus a fixed amount, in the currency's minor unit.
 
-The rounding rule (docs/payments.md): the percentage part is rounded half up to a whole minor unit, then the fixed
+The rounding rule (docs/ledger.md): the percentage part is rounded half up to a whole minor unit, then the fixed
 part is added, and the fee never exceeds the amount it is charged on. Integer arithmetic only: 2.9 % + 30 of
 1,005 cents is (1,005 x 290 + 5,000) // 10,000 = 29 (29.145 rounds down), plus 30 = 59 cents.
 """

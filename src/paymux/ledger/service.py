@@ -214,23 +214,17 @@ class LedgerService:
             )
         row = (await session.execute(statement)).one_or_none()
         if row is None:
-            if await self._exists(session, spec.code):
-                raise InsufficientFunds(
-                    f"Account {spec.code} does not have {pending_out - balance} {spec.currency} available.",
-                    account=spec.code,
-                )
+            # Either the account is new, or the floor refused. Opening it first (a no-op when it exists, a wait
+            # when another transaction is opening it) and updating again tells them apart: under READ COMMITTED
+            # the first UPDATE may not have seen an account whose opening committed after it began.
             await self._open(session, spec)
             row = (await session.execute(statement)).one_or_none()
             if row is None:
                 raise InsufficientFunds(
-                    f"Account {spec.code} cannot go below {spec.floor} {spec.currency}.", account=spec.code
+                    f"Account {spec.code} does not have {pending_out - balance} {spec.currency} available.",
+                    account=spec.code,
                 )
         return _moved(row)
-
-    @staticmethod
-    async def _exists(session: AsyncSession, code: str) -> bool:
-        found = await session.execute(select(ACCOUNTS.c.id).where(ACCOUNTS.c.code == code))
-        return found.first() is not None
 
     async def _open(self, session: AsyncSession, spec: AccountSpec) -> None:
         now = self._clock.now()
