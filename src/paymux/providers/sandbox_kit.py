@@ -1,18 +1,25 @@
-"""What every provider sandbox shares: its settings from the environment, a customer-outcome request, and a
-webhook sender. Sandboxes keep their state in memory: they stand in for a provider's systems, not paymux's."""
+"""What every provider sandbox shares: its settings from the environment, a customer-outcome request, a
+webhook sender, and the settlement file of a day. Sandboxes keep their state in memory: they stand in for a
+provider's systems, not paymux's."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import Literal
 
 import httpx
 import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+
+from paymux.providers.settlement import LineKind, SettlementBook, SettlementLine
 
 log = structlog.get_logger(__name__)
 
@@ -123,3 +130,58 @@ def sandbox_app(title: str, authenticate: Authenticator) -> FastAPI:
         return await call_next(request)
 
     return app
+
+
+# ---------------------------------------------------------------------- settlement files
+
+SETTLEMENT_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def settled(
+    kind: LineKind,
+    provider_transaction_id: str,
+    reference: str,
+    amount: int,
+    currency: str,
+    *,
+    at: float | None = None,
+) -> SettlementLine:
+    """A line of the settlement file: what the provider settled, when (epoch seconds, now by default). The
+    sandboxes charge no fee."""
+    return SettlementLine(
+        kind=kind,
+        provider_transaction_id=provider_transaction_id,
+        reference=reference,
+        amount=amount,
+        currency=currency,
+        fee=0,
+        transacted_at=datetime.fromtimestamp(time.time() if at is None else at, UTC),
+    )
+
+
+def settlement_day(text: str) -> date | None:
+    """`YYYY-MM-DD` as a date; None for anything else (ISO 8601's other spellings of a day included)."""
+    if not SETTLEMENT_DAY.fullmatch(text):
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def settlement_csv(book: SettlementBook, day: date) -> Response:
+    """The file of a day: the header and that day's lines (UTC), `text/csv`."""
+    return Response(book.csv_for(day), media_type="text/csv")
+
+
+def serve_settlements(app: FastAPI | APIRouter, book: SettlementBook) -> None:
+    """`GET /_sandbox/settlements/{YYYY-MM-DD}.csv`: the day's settlement file, without provider authentication
+    (like every control path); `422` for a day that is not one."""
+
+    async def settlement_file(day: str) -> Response:
+        parsed = settlement_day(day)
+        if parsed is None:
+            return JSONResponse({"error": f"{day!r} is not a day (YYYY-MM-DD)"}, status_code=422)
+        return settlement_csv(book, parsed)
+
+    app.add_api_route(f"{CONTROL_PREFIX}settlements/{{day}}.csv", settlement_file, methods=["GET"])

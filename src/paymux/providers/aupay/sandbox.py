@@ -14,6 +14,9 @@ notification to the webhook URL.
 Magic amounts: 40002 is declined (a payment code fails at once and is notified; a qr_cpm charge answers failed,
 `insufficient_balance`); 40091 is recorded first and answered only after the timeout delay; 40092 after the slow
 delay.
+
+Every paid charge, refund and reversal is written to the day's settlement file (a layout paymux defines in aupay
+v1's style), served at `GET /_sandbox/settlements/{YYYY-MM-DD}.csv`.
 """
 
 from __future__ import annotations
@@ -32,7 +35,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from paymux.providers.aupay import signing, wire
-from paymux.providers.sandbox_kit import OutcomeRequest, SandboxCredentials, SandboxTiming, WebhookSender
+from paymux.providers.sandbox_kit import (
+    OutcomeRequest,
+    SandboxCredentials,
+    SandboxTiming,
+    WebhookSender,
+    serve_settlements,
+    settled,
+)
+from paymux.providers.settlement import LAYOUTS, LineKind, SettlementBook
 
 # The demo's credentials: public on purpose, accepted only by this sandbox. api_key is the key id.
 DEFAULTS = SandboxCredentials(
@@ -175,6 +186,7 @@ class AuPaySandbox:
         self.payments: dict[str, SandboxCharge] = {}  # by merchant_order_id
         self.refunds: dict[str, SandboxRefund] = {}  # by merchant_refund_id
         self.nonces: dict[str, float] = {}  # nonce -> when it was used, oldest first
+        self.settlements = SettlementBook(LAYOUTS["aupay"])
 
     # ------------------------------------------------------------------ auth
 
@@ -228,10 +240,33 @@ class AuPaySandbox:
     # ------------------------------------------------------------------ state changes
 
     def _settle(self, charge: SandboxCharge, status: str, failure_code: str | None = None) -> None:
+        now = time.time()
+        if status == "paid":
+            charge.paid_at = now
+            self.settlements.record(
+                settled(
+                    LineKind.PAYMENT,
+                    charge.id,
+                    charge.merchant_order_id,
+                    charge.amount,
+                    charge.currency,
+                    at=now,
+                )
+            )
+        elif status == "canceled" and charge.status == "paid" and charge.amount > charge.amount_refunded:
+            # A paid charge reversed: what was not refunded goes back, a refund line under the charge's own ids.
+            self.settlements.record(
+                settled(
+                    LineKind.REFUND,
+                    charge.id,
+                    charge.merchant_order_id,
+                    charge.amount - charge.amount_refunded,
+                    charge.currency,
+                    at=now,
+                )
+            )
         charge.status = status
         charge.failure_code = failure_code
-        if status == "paid":
-            charge.paid_at = time.time()
         self._notify(EVENTS[status], charge.view())
 
     def _expire_if_due(self, charge: SandboxCharge) -> None:
@@ -442,8 +477,20 @@ class AuPaySandbox:
             self.refunds[refund_id] = refund
             charge.refunds.append(refund)
             charge.amount_refunded += amount
+            self.settlements.record(
+                settled(
+                    LineKind.REFUND,
+                    refund.id,
+                    refund_id,
+                    amount,
+                    charge.currency,
+                    at=refund.created_at,
+                )
+            )
             self._notify("refund.succeeded", refund.view())
             return JSONResponse(refund.view(), status_code=201)
+
+        serve_settlements(app, self.settlements)
 
         @app.post("/_sandbox/payments/{merchant_order_id}")
         async def play_customer(merchant_order_id: str, outcome: OutcomeRequest) -> Response:

@@ -12,6 +12,9 @@ days. A completed payment can be cancelled (reversed) until 23:59 JST of the nex
 Magic amounts: 40002 is declined (qr_mpm: FAILED as soon as the code is created, notified at once; qr_cpm: the
 charge answers 422 INSUFFICIENT_BALANCE with the FAILED payment); 40091 records the payment but answers only after
 the timeout delay; 40092 answers after the slow delay.
+
+Every completed payment, refund and reversal is written to the day's settlement file (a layout paymux defines in
+dpay v1's style), served at `GET /_sandbox/settlements/{YYYY-MM-DD}.csv`.
 """
 
 from __future__ import annotations
@@ -29,7 +32,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from paymux.providers.dpayment import signing, wire
-from paymux.providers.sandbox_kit import OutcomeRequest, SandboxCredentials, SandboxTiming, WebhookSender
+from paymux.providers.sandbox_kit import (
+    OutcomeRequest,
+    SandboxCredentials,
+    SandboxTiming,
+    WebhookSender,
+    serve_settlements,
+    settled,
+)
+from paymux.providers.settlement import LAYOUTS, LineKind, SettlementBook
 
 # The demo's credentials: public on purpose, accepted only by this sandbox.
 DEFAULTS = SandboxCredentials(
@@ -182,6 +193,7 @@ class DPaymentSandbox:
         self.refunds: dict[str, SandboxRefund] = {}  # by merchantRefundId
         self._answers: dict[str, Recorded] = {}  # merchantPaymentId / merchantRefundId -> first answer
         self._nonces: dict[str, float] = {}  # nonce -> when it was used
+        self.settlements = SettlementBook(LAYOUTS["dpayment"])
 
     # ------------------------------------------------------------------ auth
 
@@ -227,8 +239,32 @@ class DPaymentSandbox:
         now = int(time.time())
         if payment.payment_id is None and outcome in {"COMPLETED", "FAILED"}:  # the customer tried to pay
             payment.payment_id = "DP" + str(secrets.randbelow(10**18)).zfill(18)
-        if outcome == "COMPLETED":
+        if outcome == "COMPLETED" and payment.payment_id is not None:
             payment.accepted_at = now
+            self.settlements.record(
+                settled(
+                    LineKind.PAYMENT,
+                    payment.payment_id,
+                    payment.merchant_payment_id,
+                    payment.amount,
+                    payment.currency,
+                    at=now,
+                )
+            )
+        elif outcome == "CANCELED" and payment.status == "COMPLETED" and payment.payment_id is not None:
+            # A completed payment reversed: what was not refunded goes back, a refund line under its own ids.
+            reversed_amount = payment.amount - payment.refunded
+            if reversed_amount > 0:
+                self.settlements.record(
+                    settled(
+                        LineKind.REFUND,
+                        payment.payment_id,
+                        payment.merchant_payment_id,
+                        reversed_amount,
+                        payment.currency,
+                        at=now,
+                    )
+                )
         payment.status = outcome
         payment.failure_code = failure_code
         if payment.code_id is not None and outcome != "COMPLETED":
@@ -490,6 +526,9 @@ class DPaymentSandbox:
             )
             self.refunds[refund_id] = record
             payment.refunds.append(record)
+            self.settlements.record(
+                settled(LineKind.REFUND, record.refund_id, refund_id, amount, record.currency, at=now)
+            )
             self._notify(
                 "REFUND_COMPLETED",
                 payment,
@@ -506,6 +545,8 @@ class DPaymentSandbox:
             if record is None:
                 return envelope("ORDER_NOT_FOUND", "Refund not found")
             return envelope("SUCCESS", "Success", record.view())
+
+        serve_settlements(app, self.settlements)
 
         @app.post("/_sandbox/payments/{merchant_payment_id}")
         async def play_customer(merchant_payment_id: str, outcome: OutcomeRequest) -> Response:

@@ -8,6 +8,10 @@ CANCELED give 0121. Each change is notified to paymux (a paymux-defined notifica
 
 Magic amounts on `POST /v3/payments/request`: 40002 is declined at confirm (1142, low balance); 40091 answers
 only after the timeout delay; 40092 after the slow delay.
+
+Every confirmed payment and every refund is written to the day's settlement file (a layout paymux defines in LINE
+Pay's style), served at `GET /_sandbox/settlements/{YYYY-MM-DD}.csv`. A refund's line carries its
+refundTransactionId and the payment's orderId: LINE Pay refunds have no merchant id.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from paymux.core.money import currency_exponent
 from paymux.providers.linepay import signing
 from paymux.providers.notifications import body_signature
 from paymux.providers.sandbox_kit import (
@@ -31,7 +36,10 @@ from paymux.providers.sandbox_kit import (
     WebhookSender,
     provider_path,
     sandbox_app,
+    serve_settlements,
+    settled,
 )
+from paymux.providers.settlement import LAYOUTS, LineKind, SettlementBook
 
 # The demo's credentials: public on purpose, accepted only by this sandbox. api_key is the channel id.
 DEFAULTS = SandboxCredentials(
@@ -81,6 +89,12 @@ class LinePaySandbox:
         self.webhooks = WebhookSender(webhook_url)
         self.payments: dict[str, SandboxPayment] = {}  # by transactionId
         self.orders: dict[str, str] = {}  # orderId -> transactionId
+        self.settlements = SettlementBook(LAYOUTS["linepay"])
+
+    def _settled(self, kind: LineKind, payment: SandboxPayment, transaction_id: str, amount: int) -> None:
+        """A settlement line; LINE Pay's amounts are whole units of the currency, the file's are minor units."""
+        minor = amount * 10 ** currency_exponent(payment.currency)
+        self.settlements.record(settled(kind, transaction_id, payment.order_id, minor, payment.currency))
 
     async def _authenticate(self, request: Request) -> Response | None:
         refused = answer("1106", "Header information error.", status=401)
@@ -183,6 +197,7 @@ class LinePaySandbox:
                 payment.state = "FAILED"  # the merchant learns it from this answer: no notification
                 return answer("1142", "Low balance.")
             payment.state = "CONFIRMED"
+            self._settled(LineKind.PAYMENT, payment, payment.transaction_id, payment.amount)
             return answer(
                 "0000",
                 "Success.",
@@ -213,6 +228,7 @@ class LinePaySandbox:
                 "amount": amount,
             }
             payment.refunds.append(record)
+            self._settled(LineKind.REFUND, payment, str(record["refundTransactionId"]), amount)
             return answer(
                 "0000",
                 "Success.",
@@ -244,6 +260,8 @@ class LinePaySandbox:
                 and (transaction_id is None or payment.transaction_id == transaction_id)
             ]
             return answer("0000", "Success.", found)
+
+        serve_settlements(app, self.settlements)
 
         @app.post("/_sandbox/payments/{order_id}")
         async def play_customer(order_id: str, outcome: OutcomeRequest) -> Response:

@@ -6,6 +6,7 @@
 | get_payment_status | GET /v2/codes/payments/{merchantPaymentId} |
 | cancel_payment | DELETE /v2/codes/{codeId}, then DELETE /v2/payments/{merchantPaymentId} (reverses a payment that slipped through) |
 | refund_payment | POST /v2/refunds (merchantRefundId = the refund transaction id) |
+| fetch_settlement_file | GET /v2/settlements/{YYYY-MM-DD} (paymux-defined, in PayPay's style): CSV, errors in the envelope |
 
 Credentials of a store's `paypay` config: `api_key`, `api_secret`, `merchant_id` (sent as X-ASSUME-MERCHANT).
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
@@ -40,6 +41,7 @@ from paymux.providers.base import (
 from paymux.providers.http import send
 from paymux.providers.notifications import verify_body_signature
 from paymux.providers.paypay import signing, wire
+from paymux.providers.settlement import LAYOUTS, SettlementLayout
 
 PRODUCTION_URL = "https://api.paypay.ne.jp"
 CONTENT_TYPE = "application/json;charset=UTF-8"
@@ -153,6 +155,24 @@ class PayPayProvider:
             status=wire.refund_status(_text(data, "status")), provider_refund_id=data.get("paymentId")
         )
 
+    # ------------------------------------------------------------------ settlement files
+
+    @property
+    def settlement_layout(self) -> SettlementLayout:
+        return LAYOUTS["paypay"]
+
+    async def fetch_settlement_file(self, credentials: ProviderCredentials, day: date) -> bytes:
+        """The CSV of the payments and refunds PayPay settled on `day` (UTC), in `settlement_layout`."""
+        response = await self._send(credentials, "GET", f"/v2/settlements/{day.isoformat()}", None)
+        media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if response.status_code == 200 and media_type == "text/csv":
+            return response.content
+        envelope = _envelope(response)
+        code = wire.result_code(envelope)
+        if code in SUCCESS_CODES and response.status_code < 400:
+            raise ProviderProtocolError(f"paypay: a settlement file answered as {media_type or 'nothing'}")
+        raise _rejected(envelope, code)
+
     # ------------------------------------------------------------------ webhooks
 
     def parse_notification(self, body: bytes) -> ProviderNotification | None:
@@ -185,6 +205,18 @@ class PayPayProvider:
     async def _call(
         self, credentials: ProviderCredentials, method: str, path: str, body: dict[str, Any] | None
     ) -> dict[str, Any]:
+        response = await self._send(credentials, method, path, body)
+        envelope = _envelope(response)
+        code = wire.result_code(envelope)
+        if code not in SUCCESS_CODES or response.status_code >= 400:
+            raise _rejected(envelope, code)
+        data = envelope.get("data")
+        return data if isinstance(data, dict) else {}
+
+    async def _send(
+        self, credentials: ProviderCredentials, method: str, path: str, body: dict[str, Any] | None
+    ) -> httpx.Response:
+        """One signed request; transport failures and 5xx answers become the protocol's errors."""
         values = credentials.values
         try:
             api_key, api_secret, merchant = values["api_key"], values["api_secret"], values["merchant_id"]
@@ -207,20 +239,23 @@ class PayPayProvider:
         if raw:
             headers["Content-Type"] = CONTENT_TYPE
         url = (credentials.base_url or PRODUCTION_URL).rstrip("/") + path
-        response = await send(self._http, self.name, method, url, content=raw or None, headers=headers)
-        try:
-            envelope = response.json()
-        except ValueError:
-            raise ProviderProtocolError(f"paypay: HTTP {response.status_code} without a JSON body") from None
-        code = wire.result_code(envelope)
-        if code not in SUCCESS_CODES or response.status_code >= 400:
-            message = envelope["resultInfo"].get("message") or code
-            raise ProviderRejected(f"paypay: {code}: {message}", provider_code=code)
-        data = envelope.get("data")
-        return data if isinstance(data, dict) else {}
+        return await send(self._http, self.name, method, url, content=raw or None, headers=headers)
 
     def __repr__(self) -> str:
         return "PayPayProvider()"
+
+
+def _envelope(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise ProviderProtocolError(f"paypay: HTTP {response.status_code} without a JSON body") from None
+
+
+def _rejected(envelope: Any, code: str) -> ProviderRejected:
+    """PayPay's refusal (`envelope` has passed `wire.result_code`)."""
+    message = envelope["resultInfo"].get("message") or code
+    return ProviderRejected(f"paypay: {code}: {message}", provider_code=code)
 
 
 def _text(data: dict[str, Any], field: str) -> str:

@@ -9,6 +9,9 @@ each change of a payment sends PayPay's notification to the webhook URL.
 Magic amounts on `POST /v2/codes`: 40002 is declined as soon as the customer tries (FAILED, notified at once);
 40091 creates the code but answers only after the timeout delay; 40092 answers after the slow delay. A refund of
 40091 is made at once but answered only after the timeout delay.
+
+Every completed payment, refund and reversal is written to the day's settlement file (a layout paymux defines in
+PayPay's style): `GET /v2/settlements/{YYYY-MM-DD}`, signed like any GET, or `GET /_sandbox/settlements/{day}.csv`.
 """
 
 from __future__ import annotations
@@ -34,7 +37,12 @@ from paymux.providers.sandbox_kit import (
     WebhookSender,
     provider_path,
     sandbox_app,
+    serve_settlements,
+    settled,
+    settlement_csv,
+    settlement_day,
 )
+from paymux.providers.settlement import LAYOUTS, LineKind, SettlementBook
 
 # The demo's credentials: public on purpose, accepted only by this sandbox.
 DEFAULTS = SandboxCredentials(
@@ -114,6 +122,7 @@ class PayPaySandbox:
         self.payments: dict[str, SandboxPayment] = {}
         self.codes: dict[str, str] = {}
         self.refunds: dict[str, dict[str, Any]] = {}
+        self.settlements = SettlementBook(LAYOUTS["paypay"])
 
     # ------------------------------------------------------------------ auth
 
@@ -149,6 +158,27 @@ class PayPaySandbox:
         if outcome == "COMPLETED":
             payment.payment_id = payment.payment_id or str(secrets.randbelow(10**19)).zfill(19)
             payment.accepted_at = int(time.time())
+            self.settlements.record(
+                settled(
+                    LineKind.PAYMENT,
+                    payment.payment_id,
+                    payment.merchant_payment_id,
+                    payment.amount,
+                    payment.currency,
+                    at=payment.accepted_at,
+                )
+            )
+        elif outcome == "CANCELED" and payment.status == "COMPLETED" and payment.payment_id is not None:
+            # A completed payment reversed: the money goes back, a refund line under the payment's own ids.
+            self.settlements.record(
+                settled(
+                    LineKind.REFUND,
+                    payment.payment_id,
+                    payment.merchant_payment_id,
+                    payment.amount,
+                    payment.currency,
+                )
+            )
         payment.status = outcome
         self._notify(payment)
 
@@ -311,6 +341,16 @@ class PayPaySandbox:
             }
             self.refunds[refund_id] = record
             payment.refunds.append(record)
+            self.settlements.record(
+                settled(
+                    LineKind.REFUND,
+                    record["paymentId"],
+                    refund_id,
+                    amount,
+                    payment.currency,
+                    at=record["acceptedAt"],
+                )
+            )
             if refunded + amount == payment.amount:
                 payment.status = "REFUNDED"
             if amount == TIMEOUT_AMOUNT:  # refunded, but the answer comes too late
@@ -327,6 +367,16 @@ class PayPaySandbox:
             if record is None:
                 return envelope("REFUND_NOT_FOUND", "Refund not found", status=404)
             return envelope("SUCCESS", "Success", record)
+
+        @app.get("/v2/settlements/{day}")
+        async def settlement_file(day: str) -> Response:
+            """The day's settlement file (UTC) as CSV; errors in PayPay's envelope."""
+            parsed = settlement_day(day)
+            if parsed is None:
+                return envelope("INVALID_PARAMS", "Invalid request params: the day is YYYY-MM-DD", status=400)
+            return settlement_csv(self.settlements, parsed)
+
+        serve_settlements(app, self.settlements)
 
         @app.post("/_sandbox/payments/{merchant_payment_id}")
         async def play_customer(merchant_payment_id: str, outcome: OutcomeRequest) -> Response:

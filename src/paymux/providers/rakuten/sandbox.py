@@ -11,6 +11,10 @@ LITE Event, with LITE's static `X-Lite-Webhook-Signature` and paymux's `X-Rakute
 Magic amounts on `POST /v1/codes`: 40002 is declined when the customer pays (code `failed`, `card_declined`,
 notified); 40003 is authorised but refused at capture (402 `payment_error`, the authorisation released);
 40091 creates the code but answers only after the timeout delay; 40092 after the slow delay.
+
+Every capture and every refund (a cancel of a captured charge, or an amount change) is written to the day's
+settlement file (a layout paymux defines in LITE's style), served at `GET /_sandbox/settlements/{YYYY-MM-DD}.csv`.
+LITE refunds are changes to the charge: a refund's line carries the charge id and the cart_id.
 """
 
 from __future__ import annotations
@@ -38,7 +42,10 @@ from paymux.providers.sandbox_kit import (
     WebhookSender,
     provider_path,
     sandbox_app,
+    serve_settlements,
+    settled,
 )
+from paymux.providers.settlement import LAYOUTS, LineKind, SettlementBook
 
 # The demo's credentials: public on purpose, accepted only by this sandbox. A `sandbox_private_` key talks to
 # `/sandbox/v1`, as LITE's SDK does with its sandbox keys.
@@ -178,6 +185,7 @@ class RakutenPaySandbox:
         self.codes: dict[str, str] = {}  # code id -> cart_id
         self.charges: dict[str, str] = {}  # charge id -> cart_id
         self.events: list[dict[str, Any]] = []  # every notification sent, oldest first
+        self.settlements = SettlementBook(LAYOUTS["rakuten"])
         digest = hashlib.sha256(credentials.merchant_id.encode()).hexdigest()
         self._shop_number = str(int(digest[:12], 16) % 10**10).zfill(10)
 
@@ -274,6 +282,9 @@ class RakutenPaySandbox:
         if code.status == "pending" and time.time() > code.expires_at:
             self._end_code(code, "expired", ("expired", "The code expired unpaid."))
 
+    def _settled(self, kind: LineKind, charge: SandboxCharge, amount: int) -> None:
+        self.settlements.record(settled(kind, charge.id, charge.cart_id, amount, "JPY", at=charge.updated))
+
     def _charge(self, charge_id: str) -> SandboxCharge | None:
         cart_id = self.charges.get(charge_id)
         return self.payments[cart_id].charge if cart_id is not None else None
@@ -294,6 +305,7 @@ class RakutenPaySandbox:
         app.include_router(self._router(), prefix=signing.LIVE_API_BASE)
         app.include_router(self._router(), prefix=signing.SANDBOX_API_BASE)
         app.include_router(self._control())
+        serve_settlements(app, self.settlements)
         return app
 
     def _router(self) -> APIRouter:
@@ -405,6 +417,7 @@ class RakutenPaySandbox:
                 charge.refunded, charge.paid, charge.updated = True, False, int(time.time())
                 return error(402, "payment_error", "capture_declined", "The payment could not be captured.")
             charge.captured, charge.updated = True, int(time.time())
+            self._settled(LineKind.PAYMENT, charge, charge.amount)
             self._notify("charge.captured", charge.view())
             return JSONResponse(charge.view())
 
@@ -419,8 +432,11 @@ class RakutenPaySandbox:
             if charge.refunded:
                 return error(400, "invalid_request_error", "charge_already_refunded", "Already cancelled.")
             if not form:  # cancel: before capture nothing is sold, after it everything is refunded
+                sold = charge.captured
                 charge.refunded, charge.paid, charge.captured = True, False, False
                 charge.updated = int(time.time())
+                if sold:
+                    self._settled(LineKind.REFUND, charge, charge.amount)
                 self._notify("charge.refunded", charge.view())
                 return JSONResponse(charge.view())
             items = _items(form)
@@ -439,8 +455,11 @@ class RakutenPaySandbox:
                     "invalid_amount",
                     "The new amount must be below the current one.",
                 )
+            refunded = charge.amount - total
             charge.items, charge.amount, charge.updated = items, total, int(time.time())
             charge.amount_changes.append(total)
+            if charge.captured:
+                self._settled(LineKind.REFUND, charge, refunded)
             return JSONResponse(charge.view())
 
         return router
