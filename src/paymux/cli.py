@@ -220,6 +220,7 @@ def demo_provider_configs(base: str) -> list[ProviderConfigSync]:
             },
             base_url=f"{base}/paypay",
             webhook_secret=paypay.webhook_secret,
+            options={"settlement_files": "daily"},  # the sandbox serves a settlement file per day
         ),
         ProviderConfigSync(
             provider_code="linepay",

@@ -107,6 +107,13 @@ class SettledTransaction:
         """The id paymux gave the provider for it: the intent's for a payment, the refund's own for a refund."""
         return self.payment_intent_id if self.kind == TransactionType.PAYMENT.value else self.id
 
+    @property
+    def references(self) -> tuple[str, ...]:
+        """Every id a provider's file may name it by: a refund also by its intent's id."""
+        if self.kind == TransactionType.PAYMENT.value:
+            return (self.payment_intent_id,)
+        return (self.id, self.payment_intent_id)
+
     @classmethod
     def of(cls, row: Transaction) -> SettledTransaction:
         return cls(
@@ -585,7 +592,11 @@ class PaymentService:
         session.add(reversal)
         await self._bookings.refund_requested(session, intent, reversal)
         await self._settle_refund(
-            session, intent, reversal, ProviderRefund(ProviderRefundStatus.SUCCEEDED, None)
+            session,
+            intent,
+            reversal,
+            # The provider reversed the payment itself: its settlement file names the payment's own id.
+            ProviderRefund(ProviderRefundStatus.SUCCEEDED, intent.provider_transaction_id),
         )
 
     # ------------------------------------------------------------------ capture and refund (server)
@@ -782,12 +793,9 @@ class PaymentService:
         if provider_transaction_ids:
             conditions.append(Transaction.provider_transaction_id.in_(provider_transaction_ids))
         if references:
-            conditions.append(
-                and_(
-                    Transaction.type == TransactionType.PAYMENT.value,
-                    Transaction.payment_intent_id.in_(references),
-                )
-            )
+            # A payment is known by its intent's id; a refund by its own, or (at providers that key refunds by
+            # the original order) by its intent's.
+            conditions.append(Transaction.payment_intent_id.in_(references))
             conditions.append(
                 and_(Transaction.type == TransactionType.REFUND.value, Transaction.id.in_(references))
             )

@@ -52,6 +52,11 @@ log = structlog.get_logger(__name__)
 Progress = Callable[[str, int, int], None]  # (phase, bytes done, bytes in all)
 
 
+DAILY_OPTION = "settlement_files"  # a provider config option: "daily" turns the daily run on for that store
+DAILY_ATTEMPTS = 5
+DAILY_RETRY_AFTER = timedelta(hours=1)
+
+
 class RunStatus(StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
@@ -315,30 +320,38 @@ class ReconciliationService:
     ) -> None:
         provider = run.provider
         by_id: dict[str, list[SettledTransaction]] = {}
-        for found in await self._payments.settled_transactions(
+        for by_provider_id in await self._payments.settled_transactions(
             provider,
             scope,
             provider_transaction_ids=sorted({line.provider_transaction_id for _, line in batch}),
         ):
-            if found.provider_transaction_id is not None:
-                by_id.setdefault(found.provider_transaction_id, []).append(found)
-        candidates: dict[int, SettledTransaction | None] = {
-            no: _pick(by_id.get(line.provider_transaction_id, []), line) for no, line in batch
-        }
-        unresolved = [(no, line) for no, line in batch if candidates[no] is None]
-        if unresolved:
-            by_reference: dict[str, list[SettledTransaction]] = {}
-            for by_own_id in await self._payments.settled_transactions(
-                provider, scope, references=sorted({line.reference for _, line in unresolved})
-            ):
-                by_reference.setdefault(by_own_id.reference, []).append(by_own_id)
-            for no, line in unresolved:
-                near = [
-                    found
-                    for found in by_reference.get(line.reference, [])
-                    if abs(found.settled_at - line.transacted_at) <= self._window
-                ]
-                candidates[no] = _pick(near, line)
+            if by_provider_id.provider_transaction_id is not None:
+                by_id.setdefault(by_provider_id.provider_transaction_id, []).append(by_provider_id)
+        by_reference: dict[str, list[SettledTransaction]] = {}
+        unknown_ids = {line.reference for _, line in batch if line.provider_transaction_id not in by_id}
+        for by_own_id in await self._payments.settled_transactions(
+            provider, scope, references=sorted(unknown_ids)
+        ):
+            for reference in by_own_id.references:
+                by_reference.setdefault(reference, []).append(by_own_id)
+        # Transactions earlier files accounted for are taken: a line prefers one that is still free (two refunds
+        # of one payment may carry the same provider id), and falls back to a taken one only to be a duplicate.
+        taken = await self._already_claimed(
+            provider, {found.id for group in (*by_id.values(), *by_reference.values()) for found in group}
+        )
+        candidates: dict[int, SettledTransaction | None] = {}
+        for no, line in batch:
+            near = [
+                found
+                for found in by_reference.get(line.reference, [])
+                if abs(found.settled_at - line.transacted_at) <= self._window
+            ]
+            candidate = _pick(by_id.get(line.provider_transaction_id, []), line, taken) or _pick(
+                near, line, taken
+            )
+            candidates[no] = candidate
+            if candidate is not None:
+                taken.add(candidate.id)
 
         now = self._clock.now()
         first_claim: dict[str, int] = {}
@@ -385,6 +398,18 @@ class ReconciliationService:
                     )
                     .execution_options(synchronize_session=False)
                 )
+
+    async def _already_claimed(self, provider: str, ids: set[str]) -> set[str]:
+        if not ids:
+            return set()
+        async with self._db.reading() as session:
+            found = await session.execute(
+                select(ReconciliationMatch.transaction_id).where(
+                    ReconciliationMatch.provider == provider,
+                    ReconciliationMatch.transaction_id.in_(sorted(ids)),
+                )
+            )
+            return set(found.scalars())
 
     async def _claim(
         self, session: AsyncSession, run: ReconciliationRun, first_claim: dict[str, int], now: datetime
@@ -548,7 +573,9 @@ class ReconciliationService:
         }
         imported = 0
         for config in await tenants.active_configs_of(sorted(capable)):
-            if not await self._claim_day(config.id, day):
+            if (config.options or {}).get(DAILY_OPTION) != "daily" or not await self._claim_day(
+                config.id, day
+            ):
                 continue
             try:
                 body = await capable[config.provider_code].fetch_settlement_file(
@@ -556,7 +583,7 @@ class ReconciliationService:
                 )
                 path = await asyncio.to_thread(_spool, body)
                 try:
-                    await self.import_file(
+                    result = await self.import_file(
                         ImportRequest(
                             path=path,
                             provider=config.provider_code,
@@ -570,32 +597,48 @@ class ReconciliationService:
                     )
                 finally:
                     path.unlink(missing_ok=True)
-                imported += 1
             except Exception:
+                # The claim keeps its attempt count: a later round retries it after DAILY_RETRY_AFTER.
                 log.exception(
                     "daily reconciliation failed; tried again later", config=config.id, day=str(day)
                 )
-                await self._release_day(config.id, day)
+            else:
+                await self._complete_day(config.id, day, result.run.id)
+                imported += 1
         return imported
 
     async def _claim_day(self, config_id: str, day: date) -> bool:
+        """Claim (config, day) for this worker: new, or given back by a failed attempt an hour ago or more, for at
+        most DAILY_ATTEMPTS attempts."""
+        now = self._clock.now()
         async with self._db.unit_of_work() as session:
             insert_ = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+            statement = insert_(ScheduledReconciliation).values(
+                provider_config_id=config_id, day=day, attempts=1, claimed_at=now
+            )
             claimed = await session.execute(
-                insert_(ScheduledReconciliation)
-                .values(provider_config_id=config_id, day=day, attempts=1, claimed_at=self._clock.now())
-                .on_conflict_do_nothing()
-                .returning(ScheduledReconciliation.provider_config_id)
+                statement.on_conflict_do_update(
+                    index_elements=["provider_config_id", "day"],
+                    set_={"attempts": ScheduledReconciliation.attempts + 1, "claimed_at": now},
+                    where=(
+                        ScheduledReconciliation.run_id.is_(None)
+                        & (ScheduledReconciliation.attempts < DAILY_ATTEMPTS)
+                        & (ScheduledReconciliation.claimed_at <= now - DAILY_RETRY_AFTER)
+                    ),
+                ).returning(ScheduledReconciliation.provider_config_id)
             )
             return claimed.scalar_one_or_none() is not None
 
-    async def _release_day(self, config_id: str, day: date) -> None:
+    async def _complete_day(self, config_id: str, day: date, run_id: str) -> None:
         async with self._db.unit_of_work() as session:
             await session.execute(
-                delete(ScheduledReconciliation).where(
+                update(ScheduledReconciliation)
+                .where(
                     ScheduledReconciliation.provider_config_id == config_id,
                     ScheduledReconciliation.day == day,
                 )
+                .values(run_id=run_id)
+                .execution_options(synchronize_session=False)
             )
 
     # ------------------------------------------------------------------ reports and exceptions
@@ -692,13 +735,20 @@ def _sees(principal: Principal, run: ReconciliationRun) -> bool:
     return principal.merchant_id is None or run.merchant_id == principal.merchant_id
 
 
-def _pick(found: list[SettledTransaction], line: SettlementLine) -> SettledTransaction | None:
-    """The candidate for a line: same kind, the same amount preferred."""
+def _pick(
+    found: list[SettledTransaction], line: SettlementLine, taken: set[str]
+) -> SettledTransaction | None:
+    """The candidate for a line: the same kind; a free one before a taken one; the same amount preferred."""
     same_kind = [candidate for candidate in found if candidate.kind == line.kind.value]
-    for candidate in same_kind:
-        if candidate.amount == line.amount and candidate.currency == line.currency:
-            return candidate
-    return same_kind[0] if same_kind else None
+    ranked = sorted(
+        same_kind,
+        key=lambda candidate: (
+            candidate.id in taken,
+            (candidate.amount, candidate.currency) != (line.amount, line.currency),
+            candidate.id,
+        ),
+    )
+    return ranked[0] if ranked else None
 
 
 class _HashingReader(io.RawIOBase):
