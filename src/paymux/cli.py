@@ -60,7 +60,9 @@ DEMO_CLIENT = "demo"
 
 def _with_container(use: Callable[[Container], Awaitable[T]]) -> T:
     async def run() -> T:
-        container = Container.build(Settings())
+        settings = Settings()
+        configure_logging(settings.log_level, json=settings.log_json)  # on stderr: stdout is for --json
+        container = Container.build(settings)
         try:
             return await use(container)
         finally:
@@ -323,6 +325,9 @@ def reconcile(
     The same file twice changes nothing (the earlier report is printed). Exits 0 when the run completed, whatever
     it found; the report says what did not match.
     """
+    if merchant is not None and partner is None:
+        # The run belongs to the merchant's partner too, so the merchant's API clients see it.
+        partner = _with_container(lambda container: container.tenants.partner_of(merchant))
     scope = TenantScope(client_partner_id=partner, merchant_id=merchant)
     with Progress(
         TextColumn("{task.description}"),

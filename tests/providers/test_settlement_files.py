@@ -112,7 +112,7 @@ def test_more_decimals_than_jpy_has_are_refused() -> None:
         layout.parse(paypay_row(fee="0.1"), 3)
     with pytest.raises(SettlementFileError, match="not a decimal amount"):
         layout.parse(paypay_row(amount="1,200"), 3)
-    with pytest.raises(SettlementFileError, match="the amount is positive"):
+    with pytest.raises(SettlementFileError, match="the amount is between 1 and 999999999999 minor units"):
         layout.parse(paypay_row(amount="-300"), 3)  # a refund is a REFUND line, not a negative payment
     assert layout.parse(paypay_row(amount="1200.00"), 3).amount == 1200  # zeros are not more precision
 

@@ -40,6 +40,10 @@ from paymux.ledger.models import Hold, JournalEntry, LedgerAccount, Posting
 ACCOUNTS: Table = LedgerAccount.__table__  # type: ignore[assignment]  # declared tables are Tables
 
 
+class AccountMismatch(ValueError):
+    """A posting names an existing account with another currency or kind: a bug in the caller."""
+
+
 class HoldStatus(StrEnum):
     PENDING = "pending"
     POSTED = "posted"
@@ -196,7 +200,11 @@ class LedgerService:
         """
         statement = (
             update(ACCOUNTS)
-            .where(ACCOUNTS.c.code == spec.code)
+            .where(
+                ACCOUNTS.c.code == spec.code,
+                ACCOUNTS.c.currency == spec.currency,
+                ACCOUNTS.c.kind == spec.kind.value,
+            )
             .values(
                 balance=ACCOUNTS.c.balance + balance,
                 pending_out=ACCOUNTS.c.pending_out + pending_out,
@@ -220,11 +228,25 @@ class LedgerService:
             await self._open(session, spec)
             row = (await session.execute(statement)).one_or_none()
             if row is None:
+                await self._refuse_mismatch(session, spec)
                 raise InsufficientFunds(
                     f"Account {spec.code} does not have {pending_out - balance} {spec.currency} available.",
                     account=spec.code,
                 )
         return _moved(row)
+
+    @staticmethod
+    async def _refuse_mismatch(session: AsyncSession, spec: AccountSpec) -> None:
+        """An account code names one account for good: a spec with another currency or kind is a bug."""
+        found = (
+            await session.execute(
+                select(ACCOUNTS.c.currency, ACCOUNTS.c.kind).where(ACCOUNTS.c.code == spec.code)
+            )
+        ).one_or_none()
+        if found is not None and (found.currency, found.kind) != (spec.currency, spec.kind.value):
+            raise AccountMismatch(
+                f"account {spec.code} is a {found.currency} {found.kind} account, not {spec.currency} {spec.kind}"
+            )
 
     async def _open(self, session: AsyncSession, spec: AccountSpec) -> None:
         now = self._clock.now()
@@ -309,9 +331,11 @@ class LedgerService:
         amount: int | None = None,
         key: str | None = None,
         description: str | None = None,
+        with_entries: Sequence[EntryDraft] = (),
     ) -> str:
         """Turn a pending hold into an entry for `amount` (all of it by default); the rest is released. The entry's
-        idempotency key is `key`, or the hold's own key with `:posted`."""
+        idempotency key is `key`, or the hold's own key with `:posted`. `with_entries` are booked in the same
+        account updates (a payment's fee), so the accounts are still locked in one order."""
         if hold.status != HoldStatus.PENDING.value:
             raise HoldNotPending(f"Hold {hold.id} is {hold.status}.")
         amount = hold.amount if amount is None else amount
@@ -319,11 +343,12 @@ class LedgerService:
             raise ValueError(f"a hold of {hold.amount} posts between 1 and {hold.amount}, not {amount}")
         debit, credit = await self._hold_accounts(session, hold)
         # The release of the reservation and the posting change each account in one update.
-        release = {
-            spec.code: _released(spec, side, hold.amount)
-            for spec, side in ((debit, Side.DEBIT), (credit, Side.CREDIT))
-        }
-        [entry_id] = await self._book(
+        release: dict[str, dict[str, int]] = {}
+        for spec, side in ((debit, Side.DEBIT), (credit, Side.CREDIT)):
+            for name, value in _released(spec, side, hold.amount).items():
+                sums = release.setdefault(spec.code, {})
+                sums[name] = sums.get(name, 0) + value  # a hold from an account to itself releases both sides
+        [entry_id, *_] = await self._book(
             session,
             [
                 EntryDraft(
@@ -335,7 +360,8 @@ class LedgerService:
                     merchant_id=hold.merchant_id,
                     client_partner_id=hold.client_partner_id,
                     description=description,
-                )
+                ),
+                *with_entries,
             ],
             release,
         )
@@ -438,7 +464,8 @@ class LedgerService:
         try:
             async with self._db.unit_of_work() as session:
                 return await self.book(session, draft)
-        except IntegrityError:
+        except (IntegrityError, InsufficientFunds):
+            # A concurrent booking of the same key may have won (and spent the funds this one wanted).
             async with self._db.reading() as session:
                 found = (
                     await session.execute(

@@ -62,30 +62,12 @@ class PaymentBookings:
 
     async def succeeded(self, session: AsyncSession, intent: PaymentIntent, amount: int) -> None:
         """The money is the merchant's: post the hold (the uncaptured rest is released), or book it directly when
-        the hold has expired or never was; then the fee."""
+        the hold has expired or never was; the fee is booked with it, in the same account updates."""
         accounts = self._accounts(intent)
-        key = f"{intent.id}:payment"
-        hold = await self._ledger.pending_hold(session, intent.id)
-        if hold is not None:
-            await self._ledger.post_hold(session, hold, kind=EntryKind.PAYMENT, amount=amount, key=key)
-        else:
-            await self._ledger.book(
-                session,
-                transfer(
-                    key,
-                    debit=accounts.clearing(self._clearing_name(intent)),
-                    credit=accounts.payable,
-                    amount=amount,
-                    kind=EntryKind.PAYMENT,
-                    source_type="payment_intent",
-                    source_id=intent.id,
-                ),
-            )
         rule = await self._tenants.fee_rule(session, intent.store_id, intent.currency)
         fee = rule.fee_for(amount) if rule is not None else 0
-        if fee > 0:
-            await self._ledger.book(
-                session,
+        fees = (
+            [
                 transfer(
                     f"{intent.id}:fee",
                     debit=accounts.payable,
@@ -94,8 +76,28 @@ class PaymentBookings:
                     kind=EntryKind.FEE,
                     source_type="payment_intent",
                     source_id=intent.id,
-                ),
+                )
+            ]
+            if fee > 0
+            else []
+        )
+        key = f"{intent.id}:payment"
+        hold = await self._ledger.pending_hold(session, intent.id)
+        if hold is not None:
+            await self._ledger.post_hold(
+                session, hold, kind=EntryKind.PAYMENT, amount=amount, key=key, with_entries=fees
             )
+            return
+        payment = transfer(
+            key,
+            debit=accounts.clearing(self._clearing_name(intent)),
+            credit=accounts.payable,
+            amount=amount,
+            kind=EntryKind.PAYMENT,
+            source_type="payment_intent",
+            source_id=intent.id,
+        )
+        await self._ledger.book_many(session, [payment, *fees])
 
     async def released(self, session: AsyncSession, intent: PaymentIntent) -> None:
         """The payment will not happen: its pending amount goes away."""

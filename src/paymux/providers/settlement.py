@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from paymux.core.money import CurrencyError, parse_decimal_string, to_decimal_string
+from paymux.core.money import MAX_AMOUNT, CurrencyError, parse_decimal_string, to_decimal_string
 from paymux.providers.base import ProviderCredentials
+
+# A NUL, or a byte that is not UTF-8 (read with errors="surrogateescape", it arrives as a lone surrogate): named at
+# its exact line, where a strict decoder would fail a whole read-ahead chunk early.
+_UNHOLDABLE = re.compile("[\x00\udc80-\udcff]")
 
 
 class LineKind(StrEnum):
@@ -77,6 +82,8 @@ class SettlementLayout:
         ]
 
     def check_header(self, header: list[str] | None) -> None:
+        if any(_UNHOLDABLE.search(name) for name in header or []):
+            raise SettlementFileError("line 1: not UTF-8 text")
         missing = [name for name in self.header if name not in (header or [])]
         if missing:
             raise SettlementFileError(
@@ -85,6 +92,11 @@ class SettlementLayout:
             )
 
     def parse(self, row: Mapping[str, str | None], line_no: int) -> SettlementLine:
+        for value in row.values():
+            if isinstance(value, str) and (bad := _UNHOLDABLE.search(value)) is not None:
+                what = "a NUL character" if bad.group() == "\x00" else "not UTF-8 text"
+                raise SettlementFileError(f"line {line_no}: {what}")
+
         def text(column: str) -> str:
             value = (row.get(column) or "").strip()
             if not value:
@@ -103,8 +115,10 @@ class SettlementLayout:
             fee = parse_decimal_string(row.get(self.fee) or "0", currency)
         except CurrencyError as exc:
             raise SettlementFileError(f"line {line_no}: {exc}") from None
-        if amount <= 0 or fee < 0:
-            raise SettlementFileError(f"line {line_no}: the amount is positive and the fee not negative")
+        if not 0 < amount <= MAX_AMOUNT or not 0 <= fee <= MAX_AMOUNT:
+            raise SettlementFileError(
+                f"line {line_no}: the amount is between 1 and {MAX_AMOUNT} minor units and the fee not negative"
+            )
         try:
             transacted_at = datetime.fromisoformat(text(self.transacted_at).replace("Z", "+00:00"))
         except ValueError:
@@ -113,6 +127,10 @@ class SettlementLayout:
             ) from None
         if transacted_at.tzinfo is None:
             transacted_at = transacted_at.replace(tzinfo=UTC)
+        try:
+            transacted_at = transacted_at.astimezone(UTC)
+        except OverflowError:
+            raise SettlementFileError(f"line {line_no}: {self.transacted_at} is out of range") from None
         for column in (self.transaction_id, self.reference):
             if len(text(column)) > 128:
                 raise SettlementFileError(f"line {line_no}: {column} is longer than 128 characters")
@@ -123,17 +141,30 @@ class SettlementLayout:
             amount=amount,
             currency=currency,
             fee=fee,
-            transacted_at=transacted_at.astimezone(UTC),
+            transacted_at=transacted_at,
         )
 
     def read(self, stream: io.TextIOBase) -> Iterator[tuple[int, SettlementLine]]:
-        """The lines of a file, numbered as a spreadsheet numbers them (the header is line 1)."""
-        reader = csv.DictReader(stream)
-        self.check_header(list(reader.fieldnames or []))
-        for row in reader:
-            if not any((value or "").strip() for value in row.values() if isinstance(value, str)):
-                continue  # a blank line
-            yield reader.line_num, self.parse(row, reader.line_num)
+        """The lines of a file, numbered as a spreadsheet numbers them (the header is line 1); a record that spans
+        lines (a quoted line break) has the number of its first line, and so do the errors about it."""
+        reader = csv.reader(stream)
+        start = 1
+        try:
+            header = next(reader, None)
+            self.check_header(header)
+            assert header is not None  # noqa: S101 - check_header refused an empty file
+            while True:
+                start = reader.line_num + 1
+                fields = next(reader, None)
+                if fields is None:
+                    return
+                if not any(field.strip() for field in fields):
+                    continue  # a blank line
+                yield start, self.parse(dict(zip(header, fields, strict=False)), start)
+        except UnicodeDecodeError as exc:
+            raise SettlementFileError(f"line {reader.line_num + 1}: not UTF-8 text ({exc.reason})") from None
+        except csv.Error as exc:
+            raise SettlementFileError(f"line {start}: malformed CSV ({exc})") from None
 
 
 @dataclass

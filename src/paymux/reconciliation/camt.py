@@ -1,5 +1,5 @@
-"""Bank statements in ISO 20022 camt.053, read with pycamt (versions 001.02 to 001.12; entities and network access
-off). A statement is parsed whole: banks send one per account and day, far smaller than a provider's file.
+"""Bank statements in ISO 20022 camt.053, read with pycamt (any camt.053.001.NN namespace; entities and network
+access off). A statement is parsed whole: banks send one per account and day, far smaller than a provider's file.
 
 Each entry (or each transaction detail of a batched entry) becomes a line: a credit is money in (a payment), a
 debit money out (a refund). The bank's reference (AcctSvcrRef) is the transaction id, the end-to-end id (or the
@@ -8,6 +8,7 @@ remittance information) the reference, the booking date the time.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
@@ -17,6 +18,7 @@ from paymux.core.money import CurrencyError, parse_decimal_string
 from paymux.providers.settlement import LineKind, SettlementFileError, SettlementLine
 
 NOT_PROVIDED = "NOTPROVIDED"
+CAMT053_NAMESPACE = re.compile(r"^\{urn:iso:std:iso:20022:tech:xsd:camt\.053\.001\.\d{2}\}Document$")
 
 
 def read_camt053(data: bytes) -> Iterator[tuple[int, SettlementLine]]:
@@ -25,8 +27,9 @@ def read_camt053(data: bytes) -> Iterator[tuple[int, SettlementLine]]:
         entries = parser.get_transactions()
     except Exception as exc:  # lxml and pycamt raise many kinds; all mean "not a statement we can read"
         raise SettlementFileError(f"not a readable camt.053 statement: {exc}") from None
-    if parser.version == "unknown":
-        raise SettlementFileError("not a camt.053 statement (no BkToCstmrStmt of a known version)")
+    # pycamt names only some versions; the statement's namespace says which it is, and pycamt reads any of them.
+    if not CAMT053_NAMESPACE.search(str(parser.tree.tag)):
+        raise SettlementFileError("not a camt.053 statement (its namespace is not camt.053.001.NN)")
     for number, entry in enumerate(entries, start=1):
         yield number, _line(entry, number)
 

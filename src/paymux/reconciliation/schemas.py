@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from paymux.core.inputs import InputModel
 from paymux.core.pagination import Page
@@ -131,6 +131,6 @@ class ExceptionList(Page[ExceptionOut]):
 
 
 class ResolveRequest(InputModel):
-    reason: str = Field(
-        min_length=3, max_length=500, description="Why the exception is closed (kept for audit)"
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=500)] = Field(
+        description="Why the exception is closed (kept for audit)"
     )

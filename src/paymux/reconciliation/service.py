@@ -226,7 +226,7 @@ class ReconciliationService:
                 if progress is not None:
                     progress(phase, size, size)
                 return
-            text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+            text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
             for number, (line_no, line) in enumerate(LAYOUTS[provider].read(text), start=1):
                 if progress is not None and number % self._batch_size == 0:
                     progress(phase, raw.tell(), size)
@@ -328,7 +328,13 @@ class ReconciliationService:
             if by_provider_id.provider_transaction_id is not None:
                 by_id.setdefault(by_provider_id.provider_transaction_id, []).append(by_provider_id)
         by_reference: dict[str, list[SettledTransaction]] = {}
-        unknown_ids = {line.reference for _, line in batch if line.provider_transaction_id not in by_id}
+        # A line whose provider id names nothing of its kind (a refund file may carry the payment's id) is looked
+        # up by its reference too.
+        unknown_ids = {
+            line.reference
+            for _, line in batch
+            if not any(found.kind == line.kind.value for found in by_id.get(line.provider_transaction_id, []))
+        }
         for by_own_id in await self._payments.settled_transactions(
             provider, scope, references=sorted(unknown_ids)
         ):
@@ -644,6 +650,8 @@ class ReconciliationService:
     # ------------------------------------------------------------------ reports and exceptions
 
     async def get_run(self, principal: Principal | None, run_id: str) -> ReconciliationRun:
+        if principal is not None:
+            principal_scope(principal)  # store clients are refused before anything is looked up
         async with self._db.reading() as session:
             run = await session.get(ReconciliationRun, run_id)
         if run is None or (principal is not None and not _sees(principal, run)):
@@ -701,6 +709,7 @@ class ReconciliationService:
         self, principal: Principal, exception_id: str, *, reason: str, from_address: str | None
     ) -> ReconciliationException:
         """Close an exception with a reason; who, when and from where are kept with it, and it cannot change."""
+        principal_scope(principal)
         async with self._db.unit_of_work() as session:
             item = await session.get(ReconciliationException, exception_id, with_for_update=True)
             run = await session.get(ReconciliationRun, item.run_id) if item is not None else None
