@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 import paymux
+from paymux.auth.api import router as auth_router
 from paymux.config import Settings
 from paymux.container import Container
 from paymux.core.clock import Clock
@@ -32,6 +33,7 @@ from paymux.payments.api import router as payments_router
 from paymux.providers.base import PaymentProvider
 from paymux.providers.sandboxes import mount_sandboxes
 from paymux.reconciliation.api import router as reconciliation_router
+from paymux.tenants.api import portal_router
 from paymux.tenants.api import router as tenants_router
 from paymux.webhooks.api import router as webhooks_router
 from paymux.worker import Worker
@@ -96,6 +98,8 @@ def create_app(
     )
     app.include_router(payments_router)
     app.include_router(tenants_router)
+    app.include_router(portal_router)
+    app.include_router(auth_router)
     app.include_router(events_router)
     app.include_router(ledger_router)
     app.include_router(reconciliation_router)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -16,6 +17,8 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from paymux import migrations
+from paymux.auth.models import User
+from paymux.auth.users import Role, UserScope
 from paymux.config import Settings
 from paymux.container import Container
 from paymux.core.db import to_async_url
@@ -48,6 +51,10 @@ clients_app = typer.Typer(no_args_is_help=True, help="API clients that sign serv
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(clients_app, name="clients")
 ledger_app = typer.Typer(no_args_is_help=True, help="The double-entry ledger.")
+users_app = typer.Typer(no_args_is_help=True, help="Portal users.")
+keys_app = typer.Typer(no_args_is_help=True, help="The keys that sign user access tokens.")
+app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="keys")
 app.add_typer(ledger_app, name="ledger")
 
 console = Console(stderr=True)
@@ -372,6 +379,66 @@ def reconcile(
         "duplicates",
     ):
         typer.echo(f"{key}: {report[key]}")
+
+
+@users_app.command("create")
+def users_create(
+    email: Annotated[str, typer.Option(help="The user's email, used to sign in.")],
+    role: Annotated[Role, typer.Option(help="SYSTEM_OP, PSP_ADMIN, MERCHANT_ADMIN, STORE_MANAGER or STAFF.")],
+    partner: Annotated[int | None, typer.Option(help="Client partner id (PSP_ADMIN).")] = None,
+    merchant: Annotated[int | None, typer.Option(help="Merchant id (MERCHANT_ADMIN).")] = None,
+    store: Annotated[int | None, typer.Option(help="Store id (STORE_MANAGER, STAFF).")] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the user as one JSON object.")] = False,
+) -> None:
+    """Create a portal user. The narrowest id given completes the scope (a store names its merchant and partner)."""
+    if not password_stdin:
+        console.print(
+            "[red]error:[/red] pass the password on stdin with --password-stdin (never as an argument)"
+        )
+        raise typer.Exit(code=2)
+    password = sys.stdin.readline().rstrip("\r\n")
+
+    async def create(container: Container) -> User:
+        partner_id, merchant_id, store_id = await container.tenants.resolve_scope(
+            partner_id=partner, merchant_id=merchant, store_id=store
+        )
+        return await container.users.create(
+            email=email,
+            password=password,
+            role=role,
+            scope=UserScope(client_partner_id=partner_id, merchant_id=merchant_id, store_id=store_id),
+        )
+
+    user = _with_container(create)
+    values = {
+        "id": user.id,
+        "email": user.email,
+        "role": user.role,
+        "client_partner_id": user.client_partner_id,
+        "merchant_id": user.merchant_id,
+        "store_id": user.store_id,
+    }
+    if as_json:
+        _print_json(values)
+    else:
+        for key, value in values.items():
+            typer.echo(f"{key}: {value}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Start signing access tokens with a new key. The previous key stays published in the JWKS (and accepted)
+    until the tokens it signed have expired."""
+    kid = _with_container(lambda container: container.signing_keys.rotate())
+    if as_json:
+        _print_json({"kid": kid})
+    else:
+        typer.echo(f"kid: {kid}")
 
 
 @ledger_app.command("verify")

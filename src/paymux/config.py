@@ -50,6 +50,21 @@ class Settings(BaseSettings):
         description="Deadline of one provider call; past it the outcome counts as unknown.",
     )
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger request bodies get 413.")
+    jwt_audience: str = Field(
+        default="paymux", min_length=1, description="The aud claim of user access tokens."
+    )
+    access_token_ttl_seconds: int = Field(
+        default=900, ge=60, le=3600, description="Lifetime of a user access token."
+    )
+    refresh_token_ttl_seconds: int = Field(
+        default=30 * 24 * 3600, ge=300, description="Lifetime of a refresh token (each use gives a new one)."
+    )
+    login_max_failures: int = Field(
+        default=5, ge=1, description="Wrong passwords in a row that lock a user account."
+    )
+    login_lockout_seconds: int = Field(
+        default=900, ge=1, description="How long a locked account stays locked."
+    )
     reconciliation_max_upload_bytes: int = Field(
         default=64 * 1_048_576,
         ge=1024,

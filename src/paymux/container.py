@@ -8,7 +8,9 @@ from datetime import timedelta
 import httpx
 import redis.asyncio as aioredis
 
+from paymux.auth.keys import SigningKeys
 from paymux.auth.service import ApiClientService, PaymentTokenService
+from paymux.auth.users import UserService
 from paymux.config import Settings
 from paymux.core.clock import Clock, SystemClock
 from paymux.core.crypto import EnvelopeCipher, load_key_encryption_key
@@ -61,6 +63,8 @@ class Container:
     events: EventService
     api_clients: ApiClientService
     payment_tokens: PaymentTokenService
+    signing_keys: SigningKeys
+    users: UserService
     tenants: TenantService
     payments: PaymentService
     ledger: LedgerService
@@ -101,6 +105,18 @@ class Container:
         api_clients = ApiClientService(db, cipher, clock)
         payment_tokens = PaymentTokenService(db, clock, timedelta(seconds=settings.payment_token_ttl_seconds))
         tenants = TenantService(db, cipher, clock, registry, api_clients)
+        access_ttl = timedelta(seconds=settings.access_token_ttl_seconds)
+        signing_keys = SigningKeys(db, cipher, clock, published_for=access_ttl)
+        users = UserService(
+            db,
+            clock,
+            signing_keys,
+            audience=settings.jwt_audience,
+            access_ttl=access_ttl,
+            refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
+            max_failures=settings.login_max_failures,
+            lockout=timedelta(seconds=settings.login_lockout_seconds),
+        )
         ledger = LedgerService(db, clock)
         bookings = PaymentBookings(
             ledger, tenants, clock, hold_ttl=timedelta(seconds=settings.ledger_hold_ttl_seconds)
@@ -135,6 +151,8 @@ class Container:
             events=events,
             api_clients=api_clients,
             payment_tokens=payment_tokens,
+            signing_keys=signing_keys,
+            users=users,
             tenants=tenants,
             payments=payments,
             ledger=ledger,

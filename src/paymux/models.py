@@ -1,6 +1,6 @@
 """Imports every table, so `Base.metadata` is complete for migrations and tests."""
 
-from paymux.auth.models import ApiClient, PaymentToken
+from paymux.auth.models import ApiClient, PaymentToken, RefreshToken, SigningKey, User
 from paymux.core.db import Base
 from paymux.events.models import Event
 from paymux.gateway.models import IdempotencyRecord
@@ -33,10 +33,13 @@ __all__ = [
     "ReconciliationException",
     "ReconciliationMatch",
     "ReconciliationRun",
+    "RefreshToken",
     "ScheduledReconciliation",
+    "SigningKey",
     "Store",
     "StoreProviderConfig",
     "Transaction",
+    "User",
     "WebhookAttempt",
     "WebhookDelivery",
     "WebhookEndpoint",

@@ -41,3 +41,20 @@ class PaymentTokenExpired(Unauthorized):
 class PaymentTokenConsumed(Unauthorized):
     code = "payment_token_consumed"
     title = "The payment token was already used to confirm or cancel"
+
+
+class InvalidAccessToken(Unauthorized):
+    code = "invalid_access_token"
+    title = "The access token is not valid"
+
+
+class InvalidCredentials(Unauthorized):
+    """Wrong email, wrong password, a locked or disabled account: one answer, so nobody learns which."""
+
+    code = "invalid_credentials"
+    title = "The email or password is not right"
+
+
+class InvalidRefreshToken(Unauthorized):
+    code = "invalid_refresh_token"
+    title = "The refresh token is not valid"

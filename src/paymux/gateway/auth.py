@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
 from paymux.auth.errors import (
+    InvalidAccessToken,
     InvalidSignature,
     MissingCredentials,
     SignatureReplayed,
@@ -38,6 +39,15 @@ token_scheme = APIKeyHeader(
     name="Authorization",
     scheme_name="PaymentToken",
     description="`Bearer tok_...`: the payment_token of one payment intent (5 minutes; confirm or cancel spends it).",
+    auto_error=False,
+)
+
+
+user_scheme = APIKeyHeader(
+    name="Authorization",
+    scheme_name="UserJWT",
+    description="`Bearer <access_token>`: a portal user's access token from `POST /api/v1/auth/login` (ES256 JWT, "
+    "15 minutes; keys at `/.well-known/jwks.json`).",
     auto_error=False,
 )
 
@@ -170,10 +180,47 @@ async def require_intent_caller(
     return principal
 
 
+async def require_user(request: Request, _scheme: Annotated[str | None, Depends(user_scheme)]) -> Principal:
+    """A portal user with a valid access token."""
+    container = container_of(request)
+    header = request.headers.get("authorization", "")
+    if header[:7].lower() != "bearer ":
+        raise await _unauthenticated(request, "Bearer")
+    try:
+        claims = await container.users.verify_access_token(header[7:].strip())
+    except Unauthorized:
+        await container.rate_limiter.hit(ip=client_ip(request))
+        raise
+    principal = Principal(
+        caller_type=CallerType.USER,
+        caller_id=str(claims["sub"]),
+        client_partner_id=_claim_id(claims, "psp_id"),
+        merchant_id=_claim_id(claims, "merchant_id"),
+        store_id=_claim_id(claims, "store_id"),
+        role=str(claims["role"]),
+        impersonated_by=claims.get("impersonated_by"),
+    )
+    request.state.rate_limit = await container.rate_limiter.hit(
+        merchant_id=principal.merchant_id, store_id=principal.store_id, ip=client_ip(request)
+    )
+    request.state.principal = principal
+    return principal
+
+
+def _claim_id(claims: dict[str, object], name: str) -> int | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if type(value) is not int:
+        raise InvalidAccessToken(f"The access token's {name} is not an id.")
+    return value
+
+
 def idempotent_call(request: Request) -> IdempotentCall:
     return IdempotentCall(request, container_of(request).idempotency)
 
 
 ServerCaller = Annotated[Principal, Depends(require_server)]
 IntentCaller = Annotated[Principal, Depends(require_intent_caller)]
+UserCaller = Annotated[Principal, Depends(require_user)]
 Idempotent = Annotated[IdempotentCall, Depends(idempotent_call)]

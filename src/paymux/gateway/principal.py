@@ -14,6 +14,7 @@ S = TypeVar("S", bound=Select[Any])
 class CallerType(StrEnum):
     API_CLIENT = "api_client"
     PAYMENT_TOKEN = "payment_token"  # noqa: S105 - a caller kind, not a secret
+    USER = "user"
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,11 +27,13 @@ class Principal:
 
     caller_type: CallerType
     caller_id: str
-    client_partner_id: int
+    client_partner_id: int | None  # None only for a SYSTEM_OP user, who sees every partner
     merchant_id: int | None = None
     store_id: int | None = None
     payment_intent_id: str | None = None
     payment_token_hash: str | None = field(default=None, repr=False)
+    role: str | None = None  # a user's role
+    impersonated_by: str | None = None  # the user acting as this one
 
     @property
     def idempotency_owner(self) -> str:
@@ -40,7 +43,7 @@ class Principal:
         return self.caller_id
 
     def sees(self, *, client_partner_id: int, merchant_id: int, store_id: int | None = None) -> bool:
-        if client_partner_id != self.client_partner_id:
+        if self.client_partner_id is not None and client_partner_id != self.client_partner_id:
             return False
         if self.merchant_id is not None and merchant_id != self.merchant_id:
             return False
@@ -48,7 +51,8 @@ class Principal:
 
     def scope(self, statement: S, model: Any) -> S:
         """Restrict a query over a table with client_partner_id/merchant_id/store_id columns to this scope."""
-        statement = statement.where(model.client_partner_id == self.client_partner_id)
+        if self.client_partner_id is not None:
+            statement = statement.where(model.client_partner_id == self.client_partner_id)
         if self.merchant_id is not None:
             statement = statement.where(model.merchant_id == self.merchant_id)
         if self.store_id is not None:

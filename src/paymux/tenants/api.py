@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from paymux.core.errors import problem_responses
-from paymux.gateway.auth import Idempotent, ServerCaller, container_of
-from paymux.tenants.schemas import MerchantSyncRequest, MerchantSyncResult, ProviderConfigList
+from paymux.gateway.auth import Idempotent, ServerCaller, UserCaller, container_of
+from paymux.tenants.schemas import (
+    MerchantList,
+    MerchantOut,
+    MerchantSyncRequest,
+    MerchantSyncResult,
+    ProviderConfigList,
+)
 
 router = APIRouter(prefix="/v1", tags=["tenants"], responses=problem_responses(401, 413, 429, 503))
 
@@ -38,3 +44,26 @@ async def list_provider_configs(
     request: Request, store_id: Annotated[int, Path(gt=0, lt=2**53)], caller: ServerCaller
 ) -> ProviderConfigList:
     return ProviderConfigList(data=await container_of(request).tenants.provider_configs(caller, store_id))
+
+
+portal_router = APIRouter(prefix="/api/v1", tags=["portal"], responses=problem_responses(401, 413, 429, 503))
+
+
+@portal_router.get(
+    "/merchants",
+    response_model=MerchantList,
+    summary="The merchants in the user's scope (portal user, JWT)",
+    responses=problem_responses(422),
+)
+async def list_merchants(
+    request: Request,
+    caller: UserCaller,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    starting_after: Annotated[
+        int | None, Query(gt=0, lt=2**53, description="A merchant id from the last page")
+    ] = None,
+) -> MerchantList:
+    rows, has_more = await container_of(request).tenants.list_merchants(
+        caller, limit=limit, starting_after=starting_after
+    )
+    return MerchantList(data=[MerchantOut.of(row) for row in rows], has_more=has_more)

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from paymux.core.inputs import InputModel
 from paymux.core.money import MAX_AMOUNT, CurrencyCode
+from paymux.tenants.models import Merchant
 
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 TenantId = Annotated[int, Field(strict=True, gt=0, lt=2**53)]
@@ -129,3 +130,29 @@ class ProviderConfigOut(BaseModel):
 
 class ProviderConfigList(BaseModel):
     data: list[ProviderConfigOut]
+
+
+class MerchantOut(BaseModel):
+    object: Literal["merchant"] = "merchant"
+    id: int
+    client_partner_id: int
+    merchant_code: str
+    name: str | None
+    is_active: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, merchant: Merchant) -> MerchantOut:
+        return cls(
+            id=merchant.id,
+            client_partner_id=merchant.client_partner_id,
+            merchant_code=merchant.merchant_code,
+            name=merchant.name,
+            is_active=merchant.is_active,
+            created_at=merchant.created_at,
+        )
+
+
+class MerchantList(BaseModel):
+    data: list[MerchantOut]
+    has_more: bool

@@ -244,6 +244,47 @@ class TenantService:
                 )
         return None
 
+    async def list_merchants(
+        self, principal: Principal, *, limit: int, starting_after: int | None
+    ) -> tuple[list[Merchant], bool]:
+        """The merchants a caller's scope covers, by id."""
+        statement = select(Merchant)
+        if principal.client_partner_id is not None:
+            statement = statement.where(Merchant.client_partner_id == principal.client_partner_id)
+        if principal.merchant_id is not None:
+            statement = statement.where(Merchant.id == principal.merchant_id)
+        if starting_after is not None:
+            statement = statement.where(Merchant.id > starting_after)
+        async with self._db.reading() as session:
+            rows = list((await session.execute(statement.order_by(Merchant.id).limit(limit + 1))).scalars())
+        return rows[:limit], len(rows) > limit
+
+    async def resolve_scope(
+        self, *, partner_id: int | None, merchant_id: int | None, store_id: int | None
+    ) -> tuple[int | None, int | None, int | None]:
+        """Complete a tenant scope from its narrowest id (a store names its merchant and partner), checking that
+        the ids given belong together."""
+        async with self._db.reading() as session:
+            if store_id is not None:
+                store = await session.get(Store, store_id)
+                if store is None:
+                    raise StoreNotFound(f"No store {store_id}.")
+                if merchant_id not in (None, store.merchant_id):
+                    raise TenantConflict(f"Store {store_id} belongs to merchant {store.merchant_id}.")
+                merchant_id = store.merchant_id
+            if merchant_id is not None:
+                merchant = await session.get(Merchant, merchant_id)
+                if merchant is None:
+                    raise MerchantNotFound(f"No merchant {merchant_id}.")
+                if partner_id not in (None, merchant.client_partner_id):
+                    raise TenantConflict(
+                        f"Merchant {merchant_id} belongs to partner {merchant.client_partner_id}."
+                    )
+                partner_id = merchant.client_partner_id
+            if partner_id is not None and await session.get(ClientPartner, partner_id) is None:
+                raise TenantConflict(f"No client partner {partner_id}.")
+        return partner_id, merchant_id, store_id
+
     async def partner_of(self, merchant_id: int) -> int:
         async with self._db.reading() as session:
             merchant = await session.get(Merchant, merchant_id)

@@ -1,0 +1,301 @@
+"""Portal users: accounts with a role and a tenant scope, login, refresh-token rotation, logout, impersonation.
+
+Passwords are hashed with argon2id. A login that fails for any reason (no such email, a wrong password, a locked or
+disabled account) answers the same `invalid_credentials`, and takes as long: an unknown email still verifies a
+dummy hash. After `max_failures` wrong passwords in a row an account is locked for `lockout`, and the IP limit of
+the edge throttles guessing across accounts.
+
+A login opens a session: an access token (a JWT, 15 minutes) and a refresh token (opaque, kept hashed). Each
+refresh spends the refresh token and hands out a new one of the same family; presenting a spent one again means a
+copy leaked, so the whole family is revoked and its holder must log in again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select, update
+
+from paymux.auth.errors import InvalidAccessToken, InvalidCredentials, InvalidRefreshToken
+from paymux.auth.keys import SigningKeys
+from paymux.auth.models import RefreshToken, User
+from paymux.core.clock import Clock
+from paymux.core.db import Database
+from paymux.core.errors import Conflict, Forbidden, NotFound, Unprocessable
+from paymux.core.ids import new_id
+
+ISSUER = "svc-portal-users"
+REFRESH_PREFIX = "rt_"
+
+
+class Role(StrEnum):
+    SYSTEM_OP = "SYSTEM_OP"
+    PSP_ADMIN = "PSP_ADMIN"
+    MERCHANT_ADMIN = "MERCHANT_ADMIN"
+    STORE_MANAGER = "STORE_MANAGER"
+    STAFF = "STAFF"
+
+
+class EmailTaken(Conflict):
+    code = "email_taken"
+    title = "A user with this email exists"
+
+
+class InvalidUserScope(Unprocessable):
+    code = "invalid_user_scope"
+    title = "The role and the tenant scope do not fit"
+
+
+class UserNotFound(NotFound):
+    code = "user_not_found"
+    title = "No such user"
+
+
+class ImpersonationForbidden(Forbidden):
+    code = "impersonation_forbidden"
+    title = "This user may not act as that one"
+
+
+@dataclass(frozen=True, slots=True)
+class UserScope:
+    client_partner_id: int | None = None
+    merchant_id: int | None = None
+    store_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    access_token: str
+    expires_in: int
+    refresh_token: str
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def required_scope(role: Role) -> str:
+    """Which tenant a role is bound to: none, a partner, a merchant or a store."""
+    return {
+        Role.SYSTEM_OP: "none",
+        Role.PSP_ADMIN: "partner",
+        Role.MERCHANT_ADMIN: "merchant",
+        Role.STORE_MANAGER: "store",
+        Role.STAFF: "store",
+    }[role]
+
+
+class UserService:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        keys: SigningKeys,
+        *,
+        audience: str,
+        access_ttl: timedelta,
+        refresh_ttl: timedelta,
+        max_failures: int,
+        lockout: timedelta,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._keys = keys
+        self._audience = audience
+        self._access_ttl = access_ttl
+        self._refresh_ttl = refresh_ttl
+        self._max_failures = max_failures
+        self._lockout = lockout
+        self._hasher = PasswordHasher()
+        self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+
+    # ------------------------------------------------------------------ accounts
+
+    async def create(self, *, email: str, password: str, role: Role, scope: UserScope) -> User:
+        """A new user. The scope must fit the role (see `required_scope`), already resolved to full ids."""
+        needs = required_scope(role)
+        given = (
+            scope.client_partner_id is not None,
+            scope.merchant_id is not None,
+            scope.store_id is not None,
+        )
+        fits = {
+            "none": given == (False, False, False),
+            "partner": given == (True, False, False),
+            "merchant": given == (True, True, False),
+            "store": given == (True, True, True),
+        }[needs]
+        if not fits:
+            raise InvalidUserScope(
+                f"A {role} user is bound to {'no tenant' if needs == 'none' else 'a ' + needs}."
+            )
+        if len(password) < 12:
+            raise Unprocessable("A password has at least 12 characters.")
+        now = self._clock.now()
+        user = User(
+            id=new_id("usr"),
+            email=email.strip().lower(),
+            password_hash=self._hasher.hash(password),
+            role=role.value,
+            client_partner_id=scope.client_partner_id,
+            merchant_id=scope.merchant_id,
+            store_id=scope.store_id,
+            is_active=True,
+            failed_logins=0,
+            created_at=now,
+            updated_at=now,
+        )
+        async with self._db.unit_of_work() as session:
+            taken = await session.execute(select(User.id).where(User.email == user.email))
+            if taken.first() is not None:
+                raise EmailTaken(f"{user.email} already has an account.")
+            session.add(user)
+        return user
+
+    async def get(self, user_id: str) -> User:
+        async with self._db.reading() as session:
+            user = await session.get(User, user_id)
+        if user is None:
+            raise UserNotFound(f"No user {user_id}.")
+        return user
+
+    # ------------------------------------------------------------------ sessions
+
+    async def login(self, email: str, password: str) -> Session:
+        now = self._clock.now()
+        async with self._db.unit_of_work() as session:
+            user = (
+                await session.execute(
+                    select(User).where(User.email == email.strip().lower()).with_for_update()
+                )
+            ).scalar_one_or_none()
+            if user is None:
+                self._verify(self._dummy_hash, password)  # the same work as for a real account
+                raise InvalidCredentials()
+            locked = user.locked_until is not None and user.locked_until > now
+            if not self._verify(user.password_hash, password) or locked or not user.is_active:
+                if not locked:
+                    user.failed_logins += 1
+                    if user.failed_logins >= self._max_failures:
+                        user.locked_until = now + self._lockout
+                        user.failed_logins = 0
+                user.updated_at = now
+                failed = True
+            else:
+                user.failed_logins, user.locked_until = 0, None
+                if self._hasher.check_needs_rehash(user.password_hash):
+                    user.password_hash = self._hasher.hash(password)
+                failed = False
+        if failed:  # raised after the unit of work, so the failure count is committed
+            raise InvalidCredentials()
+        return await self._open_session(user, impersonated_by=None, family_id=new_id("fam"))
+
+    def _verify(self, password_hash: str, password: str) -> bool:
+        try:
+            return self._hasher.verify(password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    async def refresh(self, refresh_token: str) -> Session:
+        now = self._clock.now()
+        async with self._db.unit_of_work() as session:
+            record = await session.get(RefreshToken, _hash(refresh_token), with_for_update=True)
+            if record is None or record.status == "revoked" or record.expires_at <= now:
+                raise InvalidRefreshToken("Log in again.")
+            if record.status == "used":
+                # A spent token came back: a copy is out there. Nobody keeps this session.
+                await session.execute(
+                    update(RefreshToken)
+                    .where(RefreshToken.family_id == record.family_id)
+                    .values(status="revoked")
+                    .execution_options(synchronize_session=False)
+                )
+                reused = True
+            else:
+                record.status, record.used_at = "used", now
+                reused = False
+            user = await session.get(User, record.user_id)
+        if reused:
+            raise InvalidRefreshToken(
+                "This refresh token was already used; the session is closed. Log in again."
+            )
+        if user is None or not user.is_active:
+            raise InvalidRefreshToken("Log in again.")
+        return await self._open_session(
+            user, impersonated_by=record.impersonated_by, family_id=record.family_id
+        )
+
+    async def logout(self, refresh_token: str) -> None:
+        """Close the session the refresh token belongs to (its access tokens run out within minutes)."""
+        async with self._db.unit_of_work() as session:
+            record = await session.get(RefreshToken, _hash(refresh_token))
+            if record is None:
+                return  # nothing to close; logging out twice is fine
+            await session.execute(
+                update(RefreshToken)
+                .where(RefreshToken.family_id == record.family_id)
+                .values(status="revoked")
+                .execution_options(synchronize_session=False)
+            )
+
+    async def impersonate(self, actor: User, target_id: str) -> Session:
+        """A session as another user, for support: a SYSTEM_OP may act as anyone, a PSP_ADMIN as users of its
+        partner below it. The tokens say who acts (`impersonated_by`)."""
+        target = await self.get(target_id)
+        role = Role(actor.role)
+        allowed = role is Role.SYSTEM_OP or (
+            role is Role.PSP_ADMIN
+            and target.client_partner_id == actor.client_partner_id
+            and Role(target.role) not in {Role.SYSTEM_OP, Role.PSP_ADMIN}
+        )
+        if not allowed or target.id == actor.id or not target.is_active:
+            raise ImpersonationForbidden(f"A {actor.role} may not act as this user.")
+        return await self._open_session(target, impersonated_by=actor.id, family_id=new_id("fam"))
+
+    async def _open_session(self, user: User, *, impersonated_by: str | None, family_id: str) -> Session:
+        now = self._clock.now()
+        refresh = REFRESH_PREFIX + secrets.token_urlsafe(32)
+        async with self._db.unit_of_work() as session:
+            session.add(
+                RefreshToken(
+                    token_hash=_hash(refresh),
+                    family_id=family_id,
+                    user_id=user.id,
+                    impersonated_by=impersonated_by,
+                    status="active",
+                    created_at=now,
+                    expires_at=now + self._refresh_ttl,
+                )
+            )
+        claims: dict[str, Any] = {
+            "iss": ISSUER,
+            "sub": user.id,
+            "aud": self._audience,
+            "role": user.role,
+            "psp_id": user.client_partner_id,
+            "merchant_id": user.merchant_id,
+            "store_id": user.store_id,
+            "iat": int(now.timestamp()),
+            "exp": int((now + self._access_ttl).timestamp()),
+            "jti": new_id("jti"),
+        }
+        if impersonated_by is not None:
+            claims["impersonated_by"] = impersonated_by
+        return Session(
+            access_token=await self._keys.sign(claims),
+            expires_in=int(self._access_ttl.total_seconds()),
+            refresh_token=refresh,
+        )
+
+    async def verify_access_token(self, token: str) -> dict[str, Any]:
+        claims = await self._keys.verify(token, issuer=ISSUER, audience=self._audience, now=self._clock.now())
+        if claims.get("role") not in set(Role):
+            raise InvalidAccessToken("The access token names no known role.")
+        return claims
