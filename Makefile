@@ -39,11 +39,20 @@ lint: dev-venv
 typecheck: dev-venv
 	$(BIN)/mypy
 
+# With PAYMUX_TEST_DATABASE_URL set, the SQLite and the PostgreSQL + Redis passes run side by side (they share
+# nothing), and the SQLite pass's output follows the PostgreSQL pass's.
 unit: dev-venv
-	$(BIN)/pytest
-	@if [[ -n "$${PAYMUX_TEST_DATABASE_URL:-}" ]]; then \
-		echo "== the suite again on PostgreSQL ($${PAYMUX_TEST_DATABASE_URL}) and Redis ($${PAYMUX_TEST_REDIS_URL:-in-process})"; \
-		PAYMUX_TEST_BACKEND=postgres $(BIN)/pytest; \
+	@if [[ -z "$${PAYMUX_TEST_DATABASE_URL:-}" ]]; then \
+		$(BIN)/pytest; \
+	else \
+		echo "== the suite on SQLite and, side by side, on PostgreSQL ($${PAYMUX_TEST_DATABASE_URL}) and Redis ($${PAYMUX_TEST_REDIS_URL:-in-process})"; \
+		log=$$(mktemp); \
+		$(BIN)/pytest > "$$log" 2>&1 & lite=$$!; \
+		PAYMUX_TEST_BACKEND=postgres $(BIN)/pytest; postgres=$$?; \
+		wait $$lite; sqlite=$$?; \
+		echo "== the SQLite pass"; cat "$$log"; rm -f "$$log"; \
+		echo "== SQLite pass exit $$sqlite, PostgreSQL pass exit $$postgres"; \
+		[[ $$sqlite -eq 0 && $$postgres -eq 0 ]]; \
 	fi
 
 clean:

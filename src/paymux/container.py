@@ -96,6 +96,7 @@ class Container:
             ),
             redis_url=settings.redis_url,
             enabled=settings.ratelimit_enabled,
+            connection_pool=redis.connection_pool if redis is not None else None,
         )
         provider_http = provider_client(settings.provider_timeout_seconds)
         registry = ProviderRegistry(

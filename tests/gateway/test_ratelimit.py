@@ -11,8 +11,10 @@ test and exact counts hold; the windows run on the real time, which the FrozenCl
 
 from __future__ import annotations
 
+import gc
 import math
 import os
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -426,3 +428,20 @@ async def test_rate_limits_fail_open_when_redis_is_unreachable(
     finally:
         await empty_all_tables(container.db)
         await container.close()
+
+
+@pytest.mark.redis
+async def test_closing_a_container_closes_the_rate_limiters_redis_connections(settings: Settings) -> None:
+    """The limiter shares the container's Redis pool: nothing is left open for the garbage collector to find."""
+    unraisable: list[str] = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda report: unraisable.append(str(report.exc_value))
+    try:
+        container = Container.build(settings.model_copy(update={"redis_url": REDIS_URL}))
+        await container.rate_limiter.hit(ip="203.0.113.9")
+        await container.close()
+        del container
+        gc.collect()
+    finally:
+        sys.unraisablehook = previous
+    assert unraisable == []

@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import structlog
 from limits import RateLimitItem, parse
 from limits.aio.storage import Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
+from redis.asyncio import ConnectionPool
 
 from paymux.core.errors import TooManyRequests
 
@@ -49,7 +50,14 @@ class RateLimits:
 
 
 class RateLimiter:
-    def __init__(self, limits: RateLimits, *, redis_url: str | None, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        limits: RateLimits,
+        *,
+        redis_url: str | None,
+        enabled: bool = True,
+        connection_pool: ConnectionPool | None = None,
+    ) -> None:
         self.enabled = enabled
         self._items: dict[str, RateLimitItem] = {
             "merchant": parse(limits.merchant),
@@ -58,7 +66,12 @@ class RateLimiter:
             "global": parse(limits.global_),
         }
         uri = f"async+{redis_url}" if redis_url else "async+memory://"
-        options = {"implementation": "redispy", "key_prefix": "paymux-limits"} if redis_url else {}
+        options: dict[str, Any] = (
+            {"implementation": "redispy", "key_prefix": "paymux-limits"} if redis_url else {}
+        )
+        if redis_url and connection_pool is not None:
+            # The process's one Redis pool: closing the container closes the limiter's connections too.
+            options["connection_pool"] = connection_pool
         self._storage = cast(Storage, storage_from_string(uri, **options))
         self._limiter = SlidingWindowCounterRateLimiter(self._storage)
 
