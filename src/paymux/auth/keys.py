@@ -87,7 +87,10 @@ class SigningKeys:
         """Active and still-published keys, newest first (cached briefly: keys change rarely)."""
         if self._cache is not None and time.monotonic() - self._cache[0] < CACHE_SECONDS:
             return self._cache[1]
-        horizon = self._clock.now() - self._published_for
+        # A process that has not seen the rotation yet signs with the retired key for up to CACHE_SECONDS more.
+        horizon = (
+            self._clock.now() - self._published_for - timedelta(seconds=CACHE_SECONDS + CLOCK_SKEW_SECONDS)
+        )
         async with self._db.reading() as session:
             rows = list(
                 (
@@ -162,6 +165,8 @@ class SigningKeys:
             raise InvalidAccessToken("The access token has expired.")
         if not isinstance(claims["iat"], int | float) or claims["iat"] > moment + CLOCK_SKEW_SECONDS:
             raise InvalidAccessToken("The access token is not valid yet.")
-        if isinstance(claims.get("nbf"), int | float) and claims["nbf"] > moment + CLOCK_SKEW_SECONDS:
+        if "nbf" in claims and (
+            not isinstance(claims["nbf"], int | float) or claims["nbf"] > moment + CLOCK_SKEW_SECONDS
+        ):
             raise InvalidAccessToken("The access token is not valid yet.")
         return claims

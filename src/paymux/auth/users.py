@@ -22,6 +22,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.auth.errors import InvalidAccessToken, InvalidCredentials, InvalidRefreshToken
 from paymux.auth.keys import SigningKeys
@@ -192,10 +193,11 @@ class UserService:
                 user.failed_logins, user.locked_until = 0, None
                 if self._hasher.check_needs_rehash(user.password_hash):
                     user.password_hash = self._hasher.hash(password)
+                refresh = self._add_refresh(session, user.id, None, new_id("fam"))
                 failed = False
         if failed:  # raised after the unit of work, so the failure count is committed
             raise InvalidCredentials()
-        return await self._open_session(user, impersonated_by=None, family_id=new_id("fam"))
+        return await self._session(user, None, refresh)
 
     def _verify(self, password_hash: str, password: str) -> bool:
         try:
@@ -210,32 +212,33 @@ class UserService:
             if record is None or record.status == "revoked" or record.expires_at <= now:
                 raise InvalidRefreshToken("Log in again.")
             if record.status == "used":
-                # A spent token came back: a copy is out there. Nobody keeps this session.
+                # A spent token came back: a copy is out there. Nobody keeps this session. (Its successor was
+                # added in the same transaction that spent it, so this statement sees and revokes it too.)
                 await session.execute(
                     update(RefreshToken)
                     .where(RefreshToken.family_id == record.family_id)
                     .values(status="revoked")
                     .execution_options(synchronize_session=False)
                 )
-                reused = True
+                user, refresh = None, None
             else:
+                user = await session.get(User, record.user_id)
+                actor = await session.get(User, record.impersonated_by) if record.impersonated_by else user
+                if user is None or not user.is_active or actor is None or not actor.is_active:
+                    raise InvalidRefreshToken("Log in again.")
                 record.status, record.used_at = "used", now
-                reused = False
-            user = await session.get(User, record.user_id)
-        if reused:
+                refresh = self._add_refresh(session, user.id, record.impersonated_by, record.family_id)
+        if user is None or refresh is None:
             raise InvalidRefreshToken(
                 "This refresh token was already used; the session is closed. Log in again."
             )
-        if user is None or not user.is_active:
-            raise InvalidRefreshToken("Log in again.")
-        return await self._open_session(
-            user, impersonated_by=record.impersonated_by, family_id=record.family_id
-        )
+        return await self._session(user, record.impersonated_by, refresh)
 
     async def logout(self, refresh_token: str) -> None:
         """Close the session the refresh token belongs to (its access tokens run out within minutes)."""
         async with self._db.unit_of_work() as session:
-            record = await session.get(RefreshToken, _hash(refresh_token))
+            # Locked first: a refresh of this token in flight commits its successor before the revocation runs.
+            record = await session.get(RefreshToken, _hash(refresh_token), with_for_update=True)
             if record is None:
                 return  # nothing to close; logging out twice is fine
             await session.execute(
@@ -255,25 +258,36 @@ class UserService:
             and target.client_partner_id == actor.client_partner_id
             and Role(target.role) not in {Role.SYSTEM_OP, Role.PSP_ADMIN}
         )
+        if not actor.is_active:
+            raise InvalidAccessToken("This user is disabled.")
         if not allowed or target.id == actor.id or not target.is_active:
             raise ImpersonationForbidden(f"A {actor.role} may not act as this user.")
-        return await self._open_session(target, impersonated_by=actor.id, family_id=new_id("fam"))
+        async with self._db.unit_of_work() as session:
+            refresh = self._add_refresh(session, target.id, actor.id, new_id("fam"))
+        return await self._session(target, actor.id, refresh)
 
-    async def _open_session(self, user: User, *, impersonated_by: str | None, family_id: str) -> Session:
+    def _add_refresh(
+        self, session: AsyncSession, user_id: str, impersonated_by: str | None, family_id: str
+    ) -> str:
+        """A new refresh token of a family, added to the caller's unit of work; returns the token itself."""
         now = self._clock.now()
         refresh = REFRESH_PREFIX + secrets.token_urlsafe(32)
-        async with self._db.unit_of_work() as session:
-            session.add(
-                RefreshToken(
-                    token_hash=_hash(refresh),
-                    family_id=family_id,
-                    user_id=user.id,
-                    impersonated_by=impersonated_by,
-                    status="active",
-                    created_at=now,
-                    expires_at=now + self._refresh_ttl,
-                )
+        session.add(
+            RefreshToken(
+                token_hash=_hash(refresh),
+                family_id=family_id,
+                user_id=user_id,
+                impersonated_by=impersonated_by,
+                status="active",
+                created_at=now,
+                expires_at=now + self._refresh_ttl,
             )
+        )
+        return refresh
+
+    async def _session(self, user: User, impersonated_by: str | None, refresh: str) -> Session:
+        """The access token for a session whose refresh token is committed."""
+        now = self._clock.now()
         claims: dict[str, Any] = {
             "iss": ISSUER,
             "sub": user.id,
@@ -296,6 +310,7 @@ class UserService:
 
     async def verify_access_token(self, token: str) -> dict[str, Any]:
         claims = await self._keys.verify(token, issuer=ISSUER, audience=self._audience, now=self._clock.now())
-        if claims.get("role") not in set(Role):
+        role = claims.get("role")
+        if not isinstance(role, str) or role not in set(Role):
             raise InvalidAccessToken("The access token names no known role.")
         return claims
