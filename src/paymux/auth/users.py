@@ -115,7 +115,13 @@ class UserService:
         self._max_failures = max_failures
         self._lockout = lockout
         self._hasher = PasswordHasher()
-        self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+        self._dummy: str | None = None  # made at the first unknown email: argon2 costs 64 MiB and a quarter second
+
+    @property
+    def _dummy_hash(self) -> str:
+        if self._dummy is None:
+            self._dummy = self._hasher.hash(secrets.token_urlsafe(16))
+        return self._dummy
 
     # ------------------------------------------------------------------ accounts
 
