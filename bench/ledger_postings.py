@@ -28,11 +28,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import hashlib
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -40,11 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from machine import machine
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-import paymux
 from paymux import migrations
 from paymux.config import Settings
 from paymux.container import Container
@@ -66,44 +63,8 @@ SCRATCH = "bench_commit_baseline"
 # ---------------------------------------------------------------------------------------------- machine and setup
 
 
-def code_version() -> dict[str, str]:
-    """Which paymux was measured: where it was imported from, the commit of the work tree holding it (`+dirty`
-    when its files differ from the commit) and a hash of its source, which names the code even outside git."""
-    package = Path(paymux.__file__).resolve().parent
-    digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(str(path.relative_to(package)).encode())
-        digest.update(path.read_bytes())
-    commit = "not in a git work tree"
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=package, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "."], cwd=package, capture_output=True, text=True
-        )
-        commit = head + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return {"paymux": str(package), "commit": commit, "source_sha256": digest.hexdigest()[:16]}
-
-
-def machine(url: str) -> dict[str, Any]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "code": code_version(),
-        "database": make_url(url).render_as_string(hide_password=True),
-    }
+def machine_of(url: str) -> dict[str, Any]:
+    return {**machine(), "database": make_url(url).render_as_string(hide_password=True)}
 
 
 async def ensure_database(url: str) -> None:
@@ -356,7 +317,7 @@ async def bench(url: str, concurrency: int, duration: float) -> dict[str, Any]:
         )
     return {
         "benchmark": "ledger_postings",
-        "machine": {**machine(url), "postgresql": server_version},
+        "machine": {**machine_of(url), "postgresql": server_version},
         "concurrency": concurrency,
         "duration_seconds": duration,
         "pairs_per_task": PAIRS_PER_TASK,

@@ -19,7 +19,7 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.core.clock import Clock
-from paymux.ledger.accounts import MerchantAccounts
+from paymux.ledger.accounts import AccountSpec, MerchantAccounts
 from paymux.ledger.entries import EntryKind, transfer
 from paymux.ledger.service import HoldDraft, LedgerService
 from paymux.payments.models import PaymentIntent, Transaction
@@ -109,46 +109,42 @@ class PaymentBookings:
         self, session: AsyncSession, intent: PaymentIntent, refund: Transaction
     ) -> None:
         accounts = self._accounts(intent)
-        await self._ledger.book(
-            session,
-            transfer(
-                f"{refund.id}:refund",
-                debit=accounts.payable,
-                credit=accounts.refunds,
-                amount=refund.amount,
-                kind=EntryKind.REFUND,
-                source_type="refund",
-                source_id=refund.id,
-            ),
+        await self._refund_entry(
+            session, refund, "refund", accounts.payable, accounts.refunds, EntryKind.REFUND
         )
 
     async def refund_succeeded(
         self, session: AsyncSession, intent: PaymentIntent, refund: Transaction
     ) -> None:
         accounts = self._accounts(intent)
-        await self._ledger.book(
-            session,
-            transfer(
-                f"{refund.id}:settled",
-                debit=accounts.refunds,
-                credit=accounts.clearing(self._clearing_name(intent)),
-                amount=refund.amount,
-                kind=EntryKind.REFUND_SETTLED,
-                source_type="refund",
-                source_id=refund.id,
-            ),
+        clearing = accounts.clearing(self._clearing_name(intent))
+        await self._refund_entry(
+            session, refund, "settled", accounts.refunds, clearing, EntryKind.REFUND_SETTLED
         )
 
     async def refund_failed(self, session: AsyncSession, intent: PaymentIntent, refund: Transaction) -> None:
         accounts = self._accounts(intent)
+        await self._refund_entry(
+            session, refund, "failed", accounts.refunds, accounts.payable, EntryKind.REFUND_FAILURE
+        )
+
+    async def _refund_entry(
+        self,
+        session: AsyncSession,
+        refund: Transaction,
+        step: str,
+        debit: AccountSpec,
+        credit: AccountSpec,
+        kind: EntryKind,
+    ) -> None:
         await self._ledger.book(
             session,
             transfer(
-                f"{refund.id}:failed",
-                debit=accounts.refunds,
-                credit=accounts.payable,
+                f"{refund.id}:{step}",
+                debit=debit,
+                credit=credit,
                 amount=refund.amount,
-                kind=EntryKind.REFUND_FAILURE,
+                kind=kind,
                 source_type="refund",
                 source_id=refund.id,
             ),
