@@ -115,7 +115,8 @@ class UserService:
         self._max_failures = max_failures
         self._lockout = lockout
         self._hasher = PasswordHasher()
-        self._dummy: str | None = None  # made at the first unknown email: argon2 costs 64 MiB and a quarter second
+        # Made at the first unknown email: an argon2 hash costs 64 MiB and a quarter of a second.
+        self._dummy: str | None = None
 
     @property
     def _dummy_hash(self) -> str:
