@@ -104,6 +104,9 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         master_key_file=tmp_path / "master.key",
         log_level="WARNING",
         webhooks_allow_private=True,  # test receivers listen on loopback
+        # Cheap argon2 parameters: the suite signs in hundreds of times; the algorithm and code path are the same.
+        password_hash_time_cost=1,
+        password_hash_memory_kib=8192,
     )
 
 

@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(
         default=5, ge=1, description="Wrong passwords in a row that lock a user account."
     )
+    password_hash_time_cost: int = Field(
+        default=3, ge=1, description="argon2id iterations for user passwords (RFC 9106's low-memory profile)."
+    )
+    password_hash_memory_kib: int = Field(
+        default=65536, ge=1024, description="argon2id memory per password hash, in KiB (64 MiB)."
+    )
     login_lockout_seconds: int = Field(
         default=900, ge=1, description="How long a locked account stays locked."
     )

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import httpx
 import redis.asyncio as aioredis
+from argon2 import PasswordHasher
 
 from paymux.auth.keys import SigningKeys
 from paymux.auth.service import ApiClientService, PaymentTokenService
@@ -117,6 +118,9 @@ class Container:
             refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
             max_failures=settings.login_max_failures,
             lockout=timedelta(seconds=settings.login_lockout_seconds),
+            hasher=PasswordHasher(
+                time_cost=settings.password_hash_time_cost, memory_cost=settings.password_hash_memory_kib
+            ),
         )
         ledger = LedgerService(db, clock)
         bookings = PaymentBookings(

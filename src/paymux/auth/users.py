@@ -105,6 +105,7 @@ class UserService:
         refresh_ttl: timedelta,
         max_failures: int,
         lockout: timedelta,
+        hasher: PasswordHasher | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -114,7 +115,7 @@ class UserService:
         self._refresh_ttl = refresh_ttl
         self._max_failures = max_failures
         self._lockout = lockout
-        self._hasher = PasswordHasher()
+        self._hasher = hasher or PasswordHasher()
         # Made at the first unknown email: an argon2 hash costs 64 MiB and a quarter of a second.
         self._dummy: str | None = None
 
