@@ -334,7 +334,11 @@ def reconcile(
     """
     if merchant is not None and partner is None:
         # The run belongs to the merchant's partner too, so the merchant's API clients see it.
-        partner = _with_container(lambda container: container.tenants.partner_of(merchant))
+        partner, _, _ = _with_container(
+            lambda container: container.tenants.resolve_scope(
+                partner_id=None, merchant_id=merchant, store_id=None
+            )
+        )
     scope = TenantScope(client_partner_id=partner, merchant_id=merchant)
     with Progress(
         TextColumn("{task.description}"),

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import tempfile
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -15,7 +12,7 @@ from paymux.core.pagination import Limit, StartingAfter
 from paymux.gateway.auth import ServerCaller, client_ip, container_of
 from paymux.providers.settlement import LAYOUTS
 from paymux.reconciliation.schemas import ExceptionList, ExceptionOut, ResolveRequest, RunList, RunReport
-from paymux.reconciliation.service import ExceptionKind, ExceptionStatus, ImportRequest, principal_scope
+from paymux.reconciliation.service import ExceptionKind, ExceptionStatus, principal_scope
 
 router = APIRouter(
     prefix="/v1", tags=["reconciliation"], responses=problem_responses(401, 403, 413, 429, 503)
@@ -34,12 +31,6 @@ UPLOAD_BODY = {
         "application/xml": {"schema": {"type": "string"}},
     },
 }
-
-
-def _write_spool(body: bytes) -> Path:
-    with tempfile.NamedTemporaryFile(prefix="paymux-reconcile-", delete=False) as spool:
-        spool.write(body)
-        return Path(spool.name)
 
 
 @router.post(
@@ -62,20 +53,14 @@ async def create_run(
 ) -> RunReport:
     container = container_of(request)
     scope = principal_scope(caller)
-    path = await asyncio.to_thread(_write_spool, await request.body())
-    try:
-        result = await container.reconciliation.import_file(
-            ImportRequest(
-                path=path,
-                provider=provider,
-                scope=scope,
-                source="api",
-                created_by=caller.caller_id,
-                file_name=file_name or "upload",
-            )
-        )
-    finally:
-        path.unlink(missing_ok=True)
+    result = await container.reconciliation.import_bytes(
+        await request.body(),
+        provider=provider,
+        scope=scope,
+        source="api",
+        created_by=caller.caller_id,
+        file_name=file_name or "upload",
+    )
     if result.replayed:
         response.status_code = 200
     return RunReport.of(result.run, replayed=result.replayed)

@@ -190,6 +190,26 @@ class ReconciliationService:
         log.info("reconciliation run completed", run=run.id, provider=run.provider, lines=run.lines)
         return ImportResult(run, replayed=False)
 
+    async def import_bytes(
+        self, body: bytes, *, provider: str, scope: TenantScope, source: str, created_by: str, file_name: str
+    ) -> ImportResult:
+        """Import a file held in memory (an upload, a provider's download): spooled to disk, since an import
+        reads its file twice."""
+        path = await asyncio.to_thread(_spool, body)
+        try:
+            return await self.import_file(
+                ImportRequest(
+                    path=path,
+                    provider=provider,
+                    scope=scope,
+                    source=source,
+                    created_by=created_by,
+                    file_name=file_name,
+                )
+            )
+        finally:
+            path.unlink(missing_ok=True)
+
     def _examine(self, request: ImportRequest, progress: Progress | None) -> _FileFacts:
         """First pass: hash the file and read every line, refusing the file at its first bad line."""
         digest = hashlib.sha256()
@@ -587,22 +607,16 @@ class ReconciliationService:
                 body = await capable[config.provider_code].fetch_settlement_file(
                     tenants.credentials(config), day
                 )
-                path = await asyncio.to_thread(_spool, body)
-                try:
-                    result = await self.import_file(
-                        ImportRequest(
-                            path=path,
-                            provider=config.provider_code,
-                            scope=TenantScope(
-                                client_partner_id=config.client_partner_id, merchant_id=config.merchant_id
-                            ),
-                            source="schedule",
-                            created_by="worker",
-                            file_name=f"{config.provider_code}-{day.isoformat()}.csv",
-                        )
-                    )
-                finally:
-                    path.unlink(missing_ok=True)
+                result = await self.import_bytes(
+                    body,
+                    provider=config.provider_code,
+                    scope=TenantScope(
+                        client_partner_id=config.client_partner_id, merchant_id=config.merchant_id
+                    ),
+                    source="schedule",
+                    created_by="worker",
+                    file_name=f"{config.provider_code}-{day.isoformat()}.csv",
+                )
             except Exception:
                 # The claim keeps its attempt count: a later round retries it after DAILY_RETRY_AFTER.
                 log.exception(
@@ -649,12 +663,11 @@ class ReconciliationService:
 
     # ------------------------------------------------------------------ reports and exceptions
 
-    async def get_run(self, principal: Principal | None, run_id: str) -> ReconciliationRun:
-        if principal is not None:
-            principal_scope(principal)  # store clients are refused before anything is looked up
+    async def get_run(self, principal: Principal, run_id: str) -> ReconciliationRun:
+        principal_scope(principal)  # store clients are refused before anything is looked up
         async with self._db.reading() as session:
             run = await session.get(ReconciliationRun, run_id)
-        if run is None or (principal is not None and not _sees(principal, run)):
+        if run is None or not _sees(principal, run):
             raise RunNotFound(f"No reconciliation run {run_id} in this client's scope.")
         return run
 
@@ -681,7 +694,7 @@ class ReconciliationService:
 
     async def list_exceptions(
         self,
-        principal: Principal | None,
+        principal: Principal,
         run_id: str,
         *,
         status: ExceptionStatus | None,

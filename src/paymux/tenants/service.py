@@ -285,13 +285,6 @@ class TenantService:
                 raise TenantConflict(f"No client partner {partner_id}.")
         return partner_id, merchant_id, store_id
 
-    async def partner_of(self, merchant_id: int) -> int:
-        async with self._db.reading() as session:
-            merchant = await session.get(Merchant, merchant_id)
-        if merchant is None:
-            raise MerchantNotFound(f"No merchant {merchant_id}.")
-        return merchant.client_partner_id
-
     async def merchant_in_scope(self, principal: Principal, merchant_id: int) -> Merchant:
         async with self._db.reading() as session:
             merchant = await session.get(Merchant, merchant_id)
