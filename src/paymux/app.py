@@ -14,6 +14,8 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 import paymux
+from paymux.audit.api import router as audit_router
+from paymux.auth.admin_api import router as admin_router
 from paymux.auth.api import router as auth_router
 from paymux.config import Settings
 from paymux.container import Container
@@ -100,6 +102,8 @@ def create_app(
     app.include_router(tenants_router)
     app.include_router(portal_router)
     app.include_router(auth_router)
+    app.include_router(admin_router)
+    app.include_router(audit_router)
     app.include_router(events_router)
     app.include_router(ledger_router)
     app.include_router(reconciliation_router)

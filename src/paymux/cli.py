@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import os
 import signal
@@ -17,13 +18,15 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from paymux import migrations
+from paymux.auth.devices import TOKEN_PATH as DEVICE_TOKEN_PATH
 from paymux.auth.models import User
-from paymux.auth.users import Role, UserScope
+from paymux.auth.users import UserScope
 from paymux.config import Settings
 from paymux.container import Container
 from paymux.core.db import to_async_url
 from paymux.core.errors import PaymuxError
 from paymux.core.logging import configure_logging
+from paymux.gateway.principal import Principal, Role
 from paymux.ledger.verify import LedgerReport, verify_ledger
 from paymux.payments.service import TenantScope
 from paymux.providers.sandboxes import (
@@ -56,6 +59,8 @@ keys_app = typer.Typer(no_args_is_help=True, help="The keys that sign user acces
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(ledger_app, name="ledger")
+devices_app = typer.Typer(no_args_is_help=True, help="SmartPOS devices (OAuth2 private_key_jwt clients).")
+app.add_typer(devices_app, name="devices")
 
 console = Console(stderr=True)
 
@@ -80,6 +85,15 @@ def _with_container(use: Callable[[Container], Awaitable[T]]) -> T:
     except PaymuxError as exc:
         console.print(f"[red]error:[/red] {exc.detail or exc.title}")
         raise typer.Exit(code=1) from None
+
+
+def _operator() -> Principal:
+    """Who runs this command, as the audit log records it."""
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):  # no login name in a bare container
+        name = "unknown"
+    return Principal.operator(name)
 
 
 def _print_json(value: dict[str, Any]) -> None:
@@ -300,7 +314,7 @@ def clients_create(
     """Create an API client scoped to a partner (config sync), a merchant or a store; prints its secret once."""
     client_id, secret = _with_container(
         lambda container: container.tenants.create_client(
-            name=name, partner_id=partner, merchant_id=merchant, store_id=store
+            name=name, partner_id=partner, merchant_id=merchant, store_id=store, actor=_operator()
         )
     )
     values = {
@@ -414,6 +428,7 @@ def users_create(
             password=password,
             role=role,
             scope=UserScope(client_partner_id=partner_id, merchant_id=merchant_id, store_id=store_id),
+            actor=_operator(),
         )
 
     user = _with_container(create)
@@ -438,11 +453,46 @@ def keys_rotate(
 ) -> None:
     """Start signing access tokens with a new key. The previous key stays published in the JWKS (and accepted)
     until the tokens it signed have expired."""
-    kid = _with_container(lambda container: container.signing_keys.rotate())
+    kid = _with_container(lambda container: container.signing_keys.rotate(_operator()))
     if as_json:
         _print_json({"kid": kid})
     else:
         typer.echo(f"kid: {kid}")
+
+
+@devices_app.command("register")
+def devices_register(
+    store: Annotated[int, typer.Option(help="The store the device belongs to.")],
+    serial: Annotated[str, typer.Option(help="The device's serial number.")],
+    jwk: Annotated[Path, typer.Option(help="A file holding the device's EC P-256 public key as a JWK.")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated scopes, e.g. payment:create,payment:read.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the device as one JSON object.")] = False,
+) -> None:
+    """Register a POS device; prints its client_id, which it names as iss and sub of its client assertions."""
+    try:
+        key = json.loads(jwk.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]error:[/red] cannot read a JWK from {jwk}: {exc}")
+        raise typer.Exit(code=2) from None
+    device = _with_container(
+        lambda container: container.devices.register(
+            _operator(), store_id=store, serial_number=serial, jwk=key, scopes=scopes.split(",")
+        )
+    )
+    values = {
+        "client_id": device.id,
+        "serial_number": device.serial_number,
+        "client_partner_id": device.client_partner_id,
+        "merchant_id": device.merchant_id,
+        "store_id": device.store_id,
+        "scopes": device.scopes,
+        "token_endpoint": f"{Settings().public_url.rstrip('/')}{DEVICE_TOKEN_PATH}",
+    }
+    if as_json:
+        _print_json(values)
+    else:
+        for key_name, value in values.items():
+            typer.echo(f"{key_name}: {value}")
 
 
 @ledger_app.command("verify")

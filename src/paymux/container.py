@@ -9,8 +9,12 @@ import httpx
 import redis.asyncio as aioredis
 from argon2 import PasswordHasher
 
+from paymux.audit.service import AuditLog
+from paymux.auth.client_admin import ApiClientAdmin
+from paymux.auth.devices import DeviceService
 from paymux.auth.keys import SigningKeys
 from paymux.auth.service import ApiClientService, PaymentTokenService
+from paymux.auth.user_admin import UserAdmin
 from paymux.auth.users import UserService
 from paymux.config import Settings
 from paymux.core.clock import Clock, SystemClock
@@ -33,6 +37,7 @@ from paymux.providers.rakuten.adapter import RakutenPayProvider
 from paymux.providers.registry import ProviderRegistry
 from paymux.providers.testmode import BuiltinTestProvider
 from paymux.reconciliation.service import ReconciliationService
+from paymux.tenants.admin import TenantAdmin
 from paymux.tenants.service import TenantService
 from paymux.webhooks.inbound import InboundWebhookService
 from paymux.webhooks.service import WebhookService
@@ -66,6 +71,11 @@ class Container:
     payment_tokens: PaymentTokenService
     signing_keys: SigningKeys
     users: UserService
+    devices: DeviceService
+    audit: AuditLog
+    user_admin: UserAdmin
+    client_admin: ApiClientAdmin
+    tenant_admin: TenantAdmin
     tenants: TenantService
     payments: PaymentService
     ledger: LedgerService
@@ -104,15 +114,17 @@ class Container:
             providers if providers is not None else default_providers(settings, provider_http, clock)
         )
         events = EventService(db, clock)
+        audit = AuditLog(db, clock)
         api_clients = ApiClientService(db, cipher, clock)
         payment_tokens = PaymentTokenService(db, clock, timedelta(seconds=settings.payment_token_ttl_seconds))
-        tenants = TenantService(db, cipher, clock, registry, api_clients)
+        tenants = TenantService(db, cipher, clock, registry, api_clients, audit)
         access_ttl = timedelta(seconds=settings.access_token_ttl_seconds)
-        signing_keys = SigningKeys(db, cipher, clock, published_for=access_ttl)
+        signing_keys = SigningKeys(db, cipher, clock, audit, published_for=access_ttl)
         users = UserService(
             db,
             clock,
             signing_keys,
+            audit,
             audience=settings.jwt_audience,
             access_ttl=access_ttl,
             refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
@@ -122,6 +134,7 @@ class Container:
                 time_cost=settings.password_hash_time_cost, memory_cost=settings.password_hash_memory_kib
             ),
         )
+        devices = DeviceService(db, clock, signing_keys, audit, audience=settings.jwt_audience)
         ledger = LedgerService(db, clock)
         bookings = PaymentBookings(
             ledger, tenants, clock, hold_ttl=timedelta(seconds=settings.ledger_hold_ttl_seconds)
@@ -134,6 +147,7 @@ class Container:
             events=events,
             providers=registry,
             bookings=bookings,
+            audit=audit,
             provider_timeout=settings.provider_timeout_seconds,
         )
         idempotency = IdempotencyStore(
@@ -158,11 +172,16 @@ class Container:
             payment_tokens=payment_tokens,
             signing_keys=signing_keys,
             users=users,
+            devices=devices,
+            audit=audit,
+            user_admin=UserAdmin(db, clock, users, tenants, audit),
+            client_admin=ApiClientAdmin(db, clock, api_clients, tenants, audit),
+            tenant_admin=TenantAdmin(db, clock, audit),
             tenants=tenants,
             payments=payments,
             ledger=ledger,
-            reconciliation=ReconciliationService(db, clock, payments),
-            webhooks=WebhookService(db, clock, cipher, allow_private=settings.webhooks_allow_private),
+            reconciliation=ReconciliationService(db, clock, payments, audit),
+            webhooks=WebhookService(db, clock, cipher, audit, allow_private=settings.webhooks_allow_private),
             inbound_webhooks=InboundWebhookService(db, clock, registry, tenants, payments),
             provider_http=provider_http,
         )

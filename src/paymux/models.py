@@ -1,6 +1,7 @@
 """Imports every table, so `Base.metadata` is complete for migrations and tests."""
 
-from paymux.auth.models import ApiClient, PaymentToken, RefreshToken, SigningKey, User
+from paymux.audit.models import AuditEvent
+from paymux.auth.models import ApiClient, Device, PaymentToken, RefreshToken, SigningKey, SpentAssertion, User
 from paymux.core.db import Base
 from paymux.events.models import Event
 from paymux.gateway.models import IdempotencyRecord
@@ -17,8 +18,10 @@ from paymux.webhooks.models import ProviderWebhookEvent, WebhookAttempt, Webhook
 
 __all__ = [
     "ApiClient",
+    "AuditEvent",
     "Base",
     "ClientPartner",
+    "Device",
     "Event",
     "Hold",
     "IdempotencyRecord",
@@ -36,6 +39,7 @@ __all__ = [
     "RefreshToken",
     "ScheduledReconciliation",
     "SigningKey",
+    "SpentAssertion",
     "Store",
     "StoreProviderConfig",
     "Transaction",

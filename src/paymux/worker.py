@@ -67,6 +67,7 @@ class Worker:
             purged = await self.container.idempotency.purge_expired()
             if purged:
                 log.info("purged expired idempotency keys", count=purged)
+            await self.container.devices.purge_spent_assertions()
             if self.container.settings.reconciliation_daily:
                 await self.container.reconciliation.run_daily(
                     self.container.tenants, self.container.providers, (now - timedelta(days=1)).date()

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from paymux.core.errors import Unauthorized
+from paymux.core.errors import PaymuxError, Unauthorized
 
 
 class InvalidSignature(Unauthorized):
@@ -58,3 +58,37 @@ class InvalidCredentials(Unauthorized):
 class InvalidRefreshToken(Unauthorized):
     code = "invalid_refresh_token"
     title = "The refresh token is not valid"
+
+
+class OAuthError(PaymuxError):
+    """An error of the device token endpoint. Its `code` is an RFC 6749 section 5.2 error code, sent as `error`
+    beside the problem members, so OAuth2 client libraries and problem+json readers both understand it."""
+
+    status = 400
+    code = "invalid_request"
+    title = "The token request is not valid"
+
+
+class InvalidClient(OAuthError):
+    """The assertion does not prove a registered, active device (unknown, revoked, bad signature)."""
+
+    status = 401
+    code = "invalid_client"
+    title = "Client authentication failed"
+
+
+class InvalidGrant(OAuthError):
+    """A genuine device's assertion that cannot be used: expired, too long-lived, for another audience, replayed."""
+
+    code = "invalid_grant"
+    title = "The client assertion cannot be used"
+
+
+class UnsupportedGrantType(OAuthError):
+    code = "unsupported_grant_type"
+    title = "Only client_credentials is supported"
+
+
+class InvalidScope(OAuthError):
+    code = "invalid_scope"
+    title = "The requested scope is not the device's"

@@ -20,12 +20,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import or_, select
 
+from paymux.audit.service import AuditAction, AuditLog, AuditObject
 from paymux.auth.errors import InvalidAccessToken
 from paymux.auth.models import SigningKey
 from paymux.core.clock import Clock
 from paymux.core.crypto import EnvelopeCipher
 from paymux.core.db import Database
 from paymux.core.ids import new_id
+from paymux.gateway.permissions import Operation, require
+from paymux.gateway.principal import Principal
 
 ALGORITHM = "ES256"
 CACHE_SECONDS = 30.0  # how soon another process sees a rotation
@@ -42,9 +45,16 @@ class _Key:
 
 class SigningKeys:
     def __init__(
-        self, db: Database, cipher: EnvelopeCipher, clock: Clock, *, published_for: timedelta
+        self,
+        db: Database,
+        cipher: EnvelopeCipher,
+        clock: Clock,
+        audit: AuditLog,
+        *,
+        published_for: timedelta,
     ) -> None:
         self._db = db
+        self._audit = audit
         self._cipher = cipher
         self._clock = clock
         self._published_for = published_for  # the longest lifetime of a token these keys sign
@@ -54,8 +64,11 @@ class SigningKeys:
     def _context(kid: str) -> str:
         return f"signing_key:{kid}"
 
-    async def rotate(self) -> str:
-        """A new signing key; the previous ones retire (still published until their tokens expire)."""
+    async def rotate(self, actor: Principal | None = None) -> str:
+        """A new signing key; the previous ones retire (still published until their tokens expire). `actor`
+        None is paymux itself making the first key of an installation."""
+        if actor is not None:
+            require(actor, Operation.SIGNING_KEYS_ROTATE)
         private = ec.generate_private_key(ec.SECP256R1())
         kid = new_id("key")
         jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private.public_key()))
@@ -80,6 +93,10 @@ class SigningKeys:
                     created_at=now,
                 )
             )
+            if actor is not None:
+                self._audit.record(
+                    session, actor, AuditAction.SIGNING_KEY_ROTATED, AuditObject("signing_key", kid)
+                )
         self._cache = None
         return kid
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from paymux.core.db import Base, JSONDocument, UTCDateTime
@@ -85,3 +85,40 @@ class SigningKey(Base):
     public_jwk: Mapped[dict[str, str]] = mapped_column(JSONDocument)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Device(Base):
+    """A SmartPOS terminal bound to one store (seed 003). It proves who it is with its EC P-256 key
+    (OAuth2 private_key_jwt); paymux keeps only the public half. Its id is its OAuth2 client_id."""
+
+    __tablename__ = "devices"
+    __table_args__ = (
+        # One live registration per serial number; a revoked terminal may be registered again.
+        Index(
+            "uq_devices_live_serial",
+            "serial_number",
+            unique=True,
+            sqlite_where=text("revoked_at IS NULL"),
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    serial_number: Mapped[str] = mapped_column(String(64))
+    client_partner_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("client_partners.id"))
+    merchant_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("merchants.id"), index=True)
+    store_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("stores.id"))
+    public_jwk: Mapped[dict[str, str]] = mapped_column(JSONDocument)
+    scopes: Mapped[list[str]] = mapped_column(JSONDocument)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SpentAssertion(Base):
+    """The jti of a device's client assertion, kept until the assertion expires so it cannot be used twice."""
+
+    __tablename__ = "spent_device_assertions"
+
+    client_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(200), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

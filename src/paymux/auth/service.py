@@ -79,6 +79,12 @@ class ApiClientService:
             return None
         return VerifiedClient(client=client, secret=self.reveal_secret(client))
 
+    def reseal(self, client: ApiClient) -> str:
+        """Give the client a new secret (the old one stops verifying); returns the new secret."""
+        secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+        client.secret_sealed = self._cipher.seal_text(secret, context=self._context(client.id))
+        return secret
+
     def reveal_secret(self, client: ApiClient) -> str:
         return self._cipher.open_text(client.secret_sealed, context=self._context(client.id))
 

@@ -16,14 +16,15 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from enum import StrEnum
 from typing import Any
 
+import structlog
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.audit.service import AuditAction, AuditLog, AuditObject
 from paymux.auth.errors import InvalidAccessToken, InvalidCredentials, InvalidRefreshToken
 from paymux.auth.keys import SigningKeys
 from paymux.auth.models import RefreshToken, User
@@ -31,17 +32,13 @@ from paymux.core.clock import Clock
 from paymux.core.db import Database
 from paymux.core.errors import Conflict, Forbidden, NotFound, Unprocessable
 from paymux.core.ids import new_id
+from paymux.gateway.permissions import Operation, allows, outranks
+from paymux.gateway.principal import CallerType, Principal, Role
 
 ISSUER = "svc-portal-users"
 REFRESH_PREFIX = "rt_"
 
-
-class Role(StrEnum):
-    SYSTEM_OP = "SYSTEM_OP"
-    PSP_ADMIN = "PSP_ADMIN"
-    MERCHANT_ADMIN = "MERCHANT_ADMIN"
-    STORE_MANAGER = "STORE_MANAGER"
-    STAFF = "STAFF"
+log = structlog.get_logger(__name__)
 
 
 class EmailTaken(Conflict):
@@ -82,6 +79,22 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _subject(user: User) -> AuditObject:
+    return AuditObject("user", user.id, user.client_partner_id, user.merchant_id, user.store_id)
+
+
+def _as_principal(user: User) -> Principal:
+    """A user acting before it holds a token (signing in, starting an impersonation)."""
+    return Principal(
+        caller_type=CallerType.USER,
+        caller_id=user.id,
+        client_partner_id=user.client_partner_id,
+        merchant_id=user.merchant_id,
+        store_id=user.store_id,
+        role=Role(user.role),
+    )
+
+
 def required_scope(role: Role) -> str:
     """Which tenant a role is bound to: none, a partner, a merchant or a store."""
     return {
@@ -93,12 +106,29 @@ def required_scope(role: Role) -> str:
     }[role]
 
 
+def check_scope_fits(role: Role, scope: UserScope) -> None:
+    """Refuse a scope that is not the one the role is bound to (see `required_scope`), ids already completed."""
+    needs = required_scope(role)
+    given = (scope.client_partner_id is not None, scope.merchant_id is not None, scope.store_id is not None)
+    fits = {
+        "none": given == (False, False, False),
+        "partner": given == (True, False, False),
+        "merchant": given == (True, True, False),
+        "store": given == (True, True, True),
+    }[needs]
+    if not fits:
+        raise InvalidUserScope(
+            f"A {role} user is bound to {'no tenant' if needs == 'none' else 'a ' + needs}."
+        )
+
+
 class UserService:
     def __init__(
         self,
         db: Database,
         clock: Clock,
         keys: SigningKeys,
+        audit: AuditLog,
         *,
         audience: str,
         access_ttl: timedelta,
@@ -110,6 +140,7 @@ class UserService:
         self._db = db
         self._clock = clock
         self._keys = keys
+        self._audit = audit
         self._audience = audience
         self._access_ttl = access_ttl
         self._refresh_ttl = refresh_ttl
@@ -127,24 +158,11 @@ class UserService:
 
     # ------------------------------------------------------------------ accounts
 
-    async def create(self, *, email: str, password: str, role: Role, scope: UserScope) -> User:
+    async def create(
+        self, *, email: str, password: str, role: Role, scope: UserScope, actor: Principal | None = None
+    ) -> User:
         """A new user. The scope must fit the role (see `required_scope`), already resolved to full ids."""
-        needs = required_scope(role)
-        given = (
-            scope.client_partner_id is not None,
-            scope.merchant_id is not None,
-            scope.store_id is not None,
-        )
-        fits = {
-            "none": given == (False, False, False),
-            "partner": given == (True, False, False),
-            "merchant": given == (True, True, False),
-            "store": given == (True, True, True),
-        }[needs]
-        if not fits:
-            raise InvalidUserScope(
-                f"A {role} user is bound to {'no tenant' if needs == 'none' else 'a ' + needs}."
-            )
+        check_scope_fits(role, scope)
         if len(password) < 12:
             raise Unprocessable("A password has at least 12 characters.")
         now = self._clock.now()
@@ -166,6 +184,13 @@ class UserService:
             if taken.first() is not None:
                 raise EmailTaken(f"{user.email} already has an account.")
             session.add(user)
+            self._audit.record(
+                session,
+                actor,
+                AuditAction.USER_CREATED,
+                _subject(user),
+                details={"email": user.email, "role": role},
+            )
         return user
 
     async def get(self, user_id: str) -> User:
@@ -177,7 +202,9 @@ class UserService:
 
     # ------------------------------------------------------------------ sessions
 
-    async def login(self, email: str, password: str) -> Session:
+    async def login(self, email: str, password: str, *, ip: str | None = None) -> Session:
+        """A session for the right password. Logins and failures of existing accounts are audited; an unknown
+        email is only logged, so guessing fills no table with attackers' input."""
         now = self._clock.now()
         async with self._db.unit_of_work() as session:
             user = (
@@ -187,6 +214,7 @@ class UserService:
             ).scalar_one_or_none()
             if user is None:
                 self._verify(self._dummy_hash, password)  # the same work as for a real account
+                log.info("login for an unknown email", ip=ip)
                 raise InvalidCredentials()
             locked = user.locked_until is not None and user.locked_until > now
             if not self._verify(user.password_hash, password) or locked or not user.is_active:
@@ -195,13 +223,26 @@ class UserService:
                     if user.failed_logins >= self._max_failures:
                         user.locked_until = now + self._lockout
                         user.failed_logins = 0
+                        self._audit.record(session, None, AuditAction.USER_LOCKED, _subject(user), ip=ip)
                 user.updated_at = now
+                reason = "locked" if locked else "disabled" if not user.is_active else "wrong_password"
+                self._audit.record(
+                    session,
+                    None,
+                    AuditAction.USER_LOGIN_FAILED,
+                    _subject(user),
+                    details={"reason": reason},
+                    ip=ip,
+                )
                 failed = True
             else:
                 user.failed_logins, user.locked_until = 0, None
                 if self._hasher.check_needs_rehash(user.password_hash):
                     user.password_hash = self._hasher.hash(password)
                 refresh = self._add_refresh(session, user.id, None, new_id("fam"))
+                self._audit.record(
+                    session, _as_principal(user), AuditAction.USER_LOGIN, _subject(user), ip=ip
+                )
                 failed = False
         if failed:  # raised after the unit of work, so the failure count is committed
             raise InvalidCredentials()
@@ -256,15 +297,19 @@ class UserService:
                 .execution_options(synchronize_session=False)
             )
 
-    async def impersonate(self, actor: User, target_id: str) -> Session:
+    async def impersonate(self, actor: User, target_id: str, *, ip: str | None = None) -> Session:
         """A session as another user, for support: a SYSTEM_OP may act as anyone, a PSP_ADMIN as users of its
         partner below it. The tokens say who acts (`impersonated_by`)."""
         target = await self.get(target_id)
-        role = Role(actor.role)
-        allowed = role is Role.SYSTEM_OP or (
-            role is Role.PSP_ADMIN
-            and target.client_partner_id == actor.client_partner_id
-            and Role(target.role) not in {Role.SYSTEM_OP, Role.PSP_ADMIN}
+        acting = _as_principal(actor)
+        allowed = (
+            allows(acting, Operation.USERS_IMPERSONATE)
+            and outranks(Role(actor.role), Role(target.role))
+            and acting.covers(
+                client_partner_id=target.client_partner_id,
+                merchant_id=target.merchant_id,
+                store_id=target.store_id,
+            )
         )
         if not actor.is_active:
             raise InvalidAccessToken("This user is disabled.")
@@ -272,6 +317,14 @@ class UserService:
             raise ImpersonationForbidden(f"A {actor.role} may not act as this user.")
         async with self._db.unit_of_work() as session:
             refresh = self._add_refresh(session, target.id, actor.id, new_id("fam"))
+            self._audit.record(
+                session,
+                _as_principal(actor),
+                AuditAction.USER_IMPERSONATED,
+                _subject(target),
+                details={"impersonator": actor.id, "impersonated": target.id},
+                ip=ip,
+            )
         return await self._session(target, actor.id, refresh)
 
     def _add_refresh(

@@ -10,7 +10,7 @@ from paymux.core.errors import problem_responses
 from paymux.core.inputs import ID_PATTERN, ObjectId
 from paymux.core.pagination import Limit, StartingAfter
 from paymux.events.schemas import EventList, EventOut
-from paymux.gateway.auth import ServerCaller, container_of
+from paymux.gateway.auth import Caller, container_of
 
 router = APIRouter(prefix="/v1", tags=["events"], responses=problem_responses(401, 413, 429, 503))
 
@@ -23,7 +23,7 @@ router = APIRouter(prefix="/v1", tags=["events"], responses=problem_responses(40
 )
 async def list_events(
     request: Request,
-    caller: ServerCaller,
+    caller: Caller,
     limit: Limit = 10,
     starting_after: StartingAfter = None,
     type: Annotated[
@@ -45,5 +45,5 @@ async def list_events(
     summary="Retrieve an event (server, HMAC)",
     responses=problem_responses(404),
 )
-async def retrieve_event(request: Request, event_id: ObjectId, caller: ServerCaller) -> EventOut:
+async def retrieve_event(request: Request, event_id: ObjectId, caller: Caller) -> EventOut:
     return EventOut.of(await container_of(request).events.get(caller, event_id))

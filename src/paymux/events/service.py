@@ -13,6 +13,7 @@ from paymux.core.db import Database
 from paymux.core.errors import NotFound
 from paymux.core.ids import new_id
 from paymux.events.models import Event
+from paymux.gateway.permissions import Operation, require
 from paymux.gateway.principal import Principal
 
 
@@ -62,6 +63,7 @@ class EventService:
         limit: int,
         starting_after: str | None,
     ) -> tuple[list[Event], bool]:
+        require(principal, Operation.EVENTS_READ)
         statement = principal.scope(select(Event), Event)
         if type is not None:
             statement = statement.where(Event.type == type)
@@ -76,6 +78,7 @@ class EventService:
         return rows[:limit], len(rows) > limit
 
     async def get(self, principal: Principal, event_id: str) -> Event:
+        require(principal, Operation.EVENTS_READ)
         statement = principal.scope(select(Event).where(Event.id == event_id), Event)
         async with self._db.reading() as session:
             event = (await session.execute(statement)).scalar_one_or_none()

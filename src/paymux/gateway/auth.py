@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Annotated
+from dataclasses import replace
+from typing import TYPE_CHECKING, Annotated, Any
 
+import jwt
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
+from paymux.auth.devices import ISSUER as DEVICE_ISSUER
 from paymux.auth.errors import (
     InvalidAccessToken,
     InvalidSignature,
@@ -16,11 +19,12 @@ from paymux.auth.errors import (
     TimestampOutOfRange,
     UnknownClient,
 )
+from paymux.auth.service import TOKEN_PREFIX
 from paymux.core.errors import Unauthorized
 from paymux.gateway import hmac_signing
 from paymux.gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
 from paymux.gateway.idempotency import IdempotentCall, request_path
-from paymux.gateway.principal import CallerType, Principal
+from paymux.gateway.principal import CallerType, Principal, Role
 
 if TYPE_CHECKING:
     from paymux.container import Container
@@ -43,6 +47,13 @@ token_scheme = APIKeyHeader(
 )
 
 
+device_scheme = APIKeyHeader(
+    name="Authorization",
+    scheme_name="DeviceJWT",
+    description="`Bearer <access_token>`: a POS device's access token from `POST /auth/device/token` (ES256 JWT, "
+    "90 seconds, with the device's scopes).",
+    auto_error=False,
+)
 user_scheme = APIKeyHeader(
     name="Authorization",
     scheme_name="UserJWT",
@@ -153,61 +164,76 @@ async def _unauthenticated(request: Request, expected: str) -> MissingCredential
     )
 
 
-async def require_server(request: Request, _scheme: Annotated[str | None, Depends(hmac_scheme)]) -> Principal:
-    """An HMAC-signed server call."""
-    header = request.headers.get("authorization", "")
-    if not header.startswith(hmac_signing.SCHEME + " "):
-        raise await _unauthenticated(request, hmac_signing.SCHEME)
-    principal = await _authenticate_hmac(request, header)
-    request.state.principal = principal
-    return principal
-
-
-async def require_intent_caller(
-    request: Request,
-    _hmac: Annotated[str | None, Depends(hmac_scheme)],
-    _token: Annotated[str | None, Depends(token_scheme)],
-) -> Principal:
-    """A signed server call, or the SDK with the intent's payment token."""
-    header = request.headers.get("authorization", "")
-    if header.startswith(hmac_signing.SCHEME + " "):
-        principal = await _authenticate_hmac(request, header)
-    elif header[:7].lower() == "bearer ":
-        principal = await _authenticate_token(request, header[7:].strip())
-    else:
-        raise await _unauthenticated(request, f"{hmac_signing.SCHEME}, Bearer")
-    request.state.principal = principal
-    return principal
-
-
-async def require_user(request: Request, _scheme: Annotated[str | None, Depends(user_scheme)]) -> Principal:
-    """A portal user with a valid access token."""
+async def _authenticate_jwt(request: Request, token: str) -> Principal:
+    """A portal user's or a POS device's access token; the issuer says which, and each is verified as its own."""
     container = container_of(request)
-    header = request.headers.get("authorization", "")
-    if header[:7].lower() != "bearer ":
-        raise await _unauthenticated(request, "Bearer")
     try:
-        claims = await container.users.verify_access_token(header[7:].strip())
+        issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")
+        if issuer == DEVICE_ISSUER:
+            principal = _device_principal(await container.devices.verify_access_token(token))
+        else:
+            principal = _user_principal(await container.users.verify_access_token(token))
+    except jwt.PyJWTError:
+        await container.rate_limiter.hit(ip=client_ip(request))
+        raise InvalidAccessToken("The bearer credential is neither a payment token nor a JWT.") from None
     except Unauthorized:
         await container.rate_limiter.hit(ip=client_ip(request))
         raise
-    principal = Principal(
+    request.state.rate_limit = await container.rate_limiter.hit(
+        merchant_id=principal.merchant_id, store_id=principal.store_id, ip=client_ip(request)
+    )
+    return principal
+
+
+def _user_principal(claims: dict[str, Any]) -> Principal:
+    return Principal(
         caller_type=CallerType.USER,
         caller_id=str(claims["sub"]),
         client_partner_id=_claim_id(claims, "psp_id"),
         merchant_id=_claim_id(claims, "merchant_id"),
         store_id=_claim_id(claims, "store_id"),
-        role=str(claims["role"]),
+        role=Role(claims["role"]),
         impersonated_by=claims.get("impersonated_by"),
     )
-    request.state.rate_limit = await container.rate_limiter.hit(
-        merchant_id=principal.merchant_id, store_id=principal.store_id, ip=client_ip(request)
+
+
+def _device_principal(claims: dict[str, Any]) -> Principal:
+    return Principal(
+        caller_type=CallerType.DEVICE,
+        caller_id=str(claims["sub"]),
+        client_partner_id=claims["psp_id"],
+        merchant_id=claims["merchant_id"],
+        store_id=claims["store_id"],
+        scopes=frozenset(claims["scope"]),
     )
+
+
+async def require_caller(
+    request: Request,
+    _hmac: Annotated[str | None, Depends(hmac_scheme)],
+    _token: Annotated[str | None, Depends(token_scheme)],
+    _user: Annotated[str | None, Depends(user_scheme)],
+    _device: Annotated[str | None, Depends(device_scheme)],
+) -> Principal:
+    """Any caller kind: an HMAC-signed server, a payment token, a portal user or a POS device. What it may do is
+    the permission matrix's answer (`gateway.permissions`), asked by the service."""
+    header = request.headers.get("authorization", "")
+    if header.startswith(hmac_signing.SCHEME + " "):
+        principal = await _authenticate_hmac(request, header)
+    elif header[:7].lower() == "bearer ":
+        credential = header[7:].strip()
+        if credential.startswith(TOKEN_PREFIX):
+            principal = await _authenticate_token(request, credential)
+        else:
+            principal = await _authenticate_jwt(request, credential)
+    else:
+        raise await _unauthenticated(request, f"{hmac_signing.SCHEME}, Bearer")
+    principal = replace(principal, ip=client_ip(request))
     request.state.principal = principal
     return principal
 
 
-def _claim_id(claims: dict[str, object], name: str) -> int | None:
+def _claim_id(claims: dict[str, Any], name: str) -> int | None:
     value = claims.get(name)
     if value is None:
         return None
@@ -220,7 +246,5 @@ def idempotent_call(request: Request) -> IdempotentCall:
     return IdempotentCall(request, container_of(request).idempotency)
 
 
-ServerCaller = Annotated[Principal, Depends(require_server)]
-IntentCaller = Annotated[Principal, Depends(require_intent_caller)]
-UserCaller = Annotated[Principal, Depends(require_user)]
+Caller = Annotated[Principal, Depends(require_caller)]
 Idempotent = Annotated[IdempotentCall, Depends(idempotent_call)]

@@ -15,6 +15,18 @@ class CallerType(StrEnum):
     API_CLIENT = "api_client"
     PAYMENT_TOKEN = "payment_token"  # noqa: S105 - a caller kind, not a secret
     USER = "user"
+    DEVICE = "device"
+    OPERATOR = "operator"  # the `paymux` CLI on a host that holds the master key
+
+
+class Role(StrEnum):
+    """A portal user's role (seed 003), from the widest to the narrowest."""
+
+    SYSTEM_OP = "SYSTEM_OP"
+    PSP_ADMIN = "PSP_ADMIN"
+    MERCHANT_ADMIN = "MERCHANT_ADMIN"
+    STORE_MANAGER = "STORE_MANAGER"
+    STAFF = "STAFF"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +44,15 @@ class Principal:
     store_id: int | None = None
     payment_intent_id: str | None = None
     payment_token_hash: str | None = field(default=None, repr=False)
-    role: str | None = None  # a user's role
+    role: Role | None = None  # a user's role
     impersonated_by: str | None = None  # the user acting as this one
+    scopes: frozenset[str] = frozenset()  # a device token's OAuth2 scopes
+    ip: str | None = None  # where the call came from, for the audit log
+
+    @classmethod
+    def operator(cls, name: str) -> Principal:
+        """The local operator running the CLI: sees every tenant, like a SYSTEM_OP."""
+        return cls(caller_type=CallerType.OPERATOR, caller_id=f"cli:{name}", client_partner_id=None)
 
     @property
     def idempotency_owner(self) -> str:
@@ -48,6 +67,15 @@ class Principal:
         if self.merchant_id is not None and merchant_id != self.merchant_id:
             return False
         return self.store_id is None or store_id == self.store_id
+
+    def covers(self, *, client_partner_id: int | None, merchant_id: int | None, store_id: int | None) -> bool:
+        """Whether an object bound to this scope (None: not bound that narrowly) lies within the caller's: an
+        admin may create or change only what is as narrow as itself or narrower."""
+        return (
+            self.client_partner_id in (None, client_partner_id)
+            and self.merchant_id in (None, merchant_id)
+            and self.store_id in (None, store_id)
+        )
 
     def scope(self, statement: S, model: Any) -> S:
         """Restrict a query over a table with client_partner_id/merchant_id/store_id columns to this scope."""

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from paymux.core.errors import problem_responses
 from paymux.core.inputs import ID_PATTERN
 from paymux.core.pagination import Limit, StartingAfter
-from paymux.gateway.auth import ServerCaller, container_of
+from paymux.gateway.auth import Caller, container_of
 from paymux.ledger.entries import EntryKind
 from paymux.ledger.schemas import BalanceOut, BalanceTransactionList, BalanceTransactionOut
 
@@ -27,9 +27,7 @@ MerchantQuery = Annotated[
     summary="A merchant's available and pending balance per currency (server, HMAC)",
     responses=problem_responses(404, 422),
 )
-async def retrieve_balance(
-    request: Request, caller: ServerCaller, merchant_id: MerchantQuery = None
-) -> BalanceOut:
+async def retrieve_balance(request: Request, caller: Caller, merchant_id: MerchantQuery = None) -> BalanceOut:
     container = container_of(request)
     if merchant_id is not None and caller.store_id is None:
         await container.tenants.merchant_in_scope(caller, merchant_id)
@@ -45,7 +43,7 @@ async def retrieve_balance(
 )
 async def list_balance_transactions(
     request: Request,
-    caller: ServerCaller,
+    caller: Caller,
     limit: Limit = 10,
     starting_after: StartingAfter = None,
     merchant_id: MerchantQuery = None,

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paymux.core.clock import Clock
 from paymux.core.db import Database
 from paymux.core.ids import new_id
+from paymux.gateway.permissions import Operation, require
 from paymux.gateway.principal import Principal
 from paymux.ledger.accounts import AccountKind, AccountSpec, Side
 from paymux.ledger.entries import EntryDraft, EntryKind, Leg
@@ -495,6 +496,7 @@ class LedgerService:
         self, principal: Principal, merchant_id: int | None
     ) -> tuple[int, list[CurrencyBalance]]:
         """A merchant's payable balance per currency: available (posted, less pending debits) and pending."""
+        require(principal, Operation.BALANCES_READ)
         merchant = _merchant_in_scope(principal, merchant_id)
         async with self._db.reading() as session:
             accounts = (
@@ -525,6 +527,7 @@ class LedgerService:
         starting_after: str | None,
     ) -> tuple[list[Row[Posting, JournalEntry]], bool]:
         """Postings to merchant payable accounts, newest first, each with the entry that explains it."""
+        require(principal, Operation.BALANCES_READ)
         if principal.store_id is not None:
             raise BalancesNeedMerchant(
                 "Balance transactions belong to a merchant; call with a merchant client."

@@ -10,7 +10,7 @@ from pydantic import AwareDatetime
 from paymux.core.errors import problem_responses
 from paymux.core.inputs import ID_PATTERN, PrintableQuery
 from paymux.core.pagination import Limit, StartingAfter
-from paymux.gateway.auth import Idempotent, IntentCaller, ServerCaller, container_of
+from paymux.gateway.auth import Caller, Idempotent, container_of
 from paymux.payments.schemas import (
     IntentFilters,
     PaymentIntentCancel,
@@ -44,7 +44,7 @@ def _payments(request: Request) -> PaymentService:
     responses=problem_responses(400, 404, 409, 422),
 )
 async def create_payment_intent(
-    request: Request, body: PaymentIntentCreate, caller: ServerCaller, idempotent: Idempotent
+    request: Request, body: PaymentIntentCreate, caller: Caller, idempotent: Idempotent
 ) -> Response:
     async def create() -> PaymentIntentOut:
         created = await _payments(request).create(caller, body)
@@ -63,7 +63,7 @@ async def create_payment_intent(
 )
 async def list_payment_intents(
     request: Request,
-    caller: ServerCaller,
+    caller: Caller,
     limit: Limit = 10,
     starting_after: StartingAfter = None,
     status: Annotated[PaymentStatus | None, Query()] = None,
@@ -97,9 +97,7 @@ async def list_payment_intents(
     summary="Retrieve a PaymentIntent (SDK with its payment token, or server)",
     responses=problem_responses(404),
 )
-async def retrieve_payment_intent(
-    request: Request, intent_id: IntentId, caller: IntentCaller
-) -> PaymentIntentOut:
+async def retrieve_payment_intent(request: Request, intent_id: IntentId, caller: Caller) -> PaymentIntentOut:
     return PaymentIntentOut.of(await _payments(request).retrieve(caller, intent_id))
 
 
@@ -112,7 +110,7 @@ async def retrieve_payment_intent(
 async def confirm_payment_intent(
     request: Request,
     intent_id: IntentId,
-    caller: IntentCaller,
+    caller: Caller,
     idempotent: Idempotent,
     body: Annotated[PaymentIntentConfirm | None, Body()] = None,
 ) -> Response:
@@ -132,7 +130,7 @@ async def confirm_payment_intent(
 async def cancel_payment_intent(
     request: Request,
     intent_id: IntentId,
-    caller: IntentCaller,
+    caller: Caller,
     idempotent: Idempotent,
     body: Annotated[PaymentIntentCancel | None, Body()] = None,
 ) -> Response:
@@ -153,7 +151,7 @@ async def cancel_payment_intent(
 async def capture_payment_intent(
     request: Request,
     intent_id: IntentId,
-    caller: ServerCaller,
+    caller: Caller,
     idempotent: Idempotent,
     body: Annotated[PaymentIntentCapture | None, Body()] = None,
 ) -> Response:
@@ -175,7 +173,7 @@ async def capture_payment_intent(
 async def refund_payment_intent(
     request: Request,
     intent_id: IntentId,
-    caller: ServerCaller,
+    caller: Caller,
     idempotent: Idempotent,
     body: Annotated[RefundCreate | None, Body()] = None,
 ) -> Response:
@@ -194,7 +192,7 @@ async def refund_payment_intent(
 async def list_intent_transactions(
     request: Request,
     intent_id: IntentId,
-    caller: IntentCaller,
+    caller: Caller,
     limit: Limit = 10,
     starting_after: StartingAfter = None,
 ) -> TransactionList:
@@ -212,6 +210,6 @@ async def list_intent_transactions(
     responses=problem_responses(404),
 )
 async def retrieve_transaction(
-    request: Request, transaction_id: TransactionId, caller: ServerCaller
+    request: Request, transaction_id: TransactionId, caller: Caller
 ) -> TransactionOut:
     return TransactionOut.of(await _payments(request).get_transaction(caller, transaction_id))

@@ -13,11 +13,13 @@ from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.audit.service import AuditAction, AuditLog, AuditObject
 from paymux.auth.service import IssuedToken, PaymentTokenService
 from paymux.core.clock import Clock
 from paymux.core.db import Database
 from paymux.core.ids import new_id
 from paymux.events.service import EventService
+from paymux.gateway.permissions import Operation, require
 from paymux.gateway.principal import Principal
 from paymux.payments.bookings import PaymentBookings
 from paymux.payments.errors import (
@@ -146,9 +148,11 @@ class PaymentService:
         events: EventService,
         providers: ProviderRegistry,
         bookings: PaymentBookings,
+        audit: AuditLog,
         provider_timeout: float,
     ) -> None:
         self._db = db
+        self._audit = audit
         self._clock = clock
         self._tenants = tenants
         self._tokens = tokens
@@ -160,6 +164,7 @@ class PaymentService:
     # ------------------------------------------------------------------ create, read, list
 
     async def create(self, principal: Principal, request: PaymentIntentCreate) -> CreatedIntent:
+        require(principal, Operation.PAYMENT_INTENTS_CREATE)
         # A store-scoped client may omit store_id; naming another store finds nothing in its scope (404).
         store_id = request.store_id if request.store_id is not None else principal.store_id
         if store_id is None:
@@ -232,12 +237,14 @@ class PaymentService:
         return CreatedIntent(intent=intent, token=token)
 
     async def retrieve(self, principal: Principal, intent_id: str) -> PaymentIntent:
+        require(principal, Operation.PAYMENT_INTENTS_READ)
         async with self._db.reading() as session:
             return await self._find(session, principal, intent_id)
 
     async def list_intents(
         self, principal: Principal, filters: IntentFilters, *, limit: int, starting_after: str | None
     ) -> tuple[list[PaymentIntent], bool]:
+        require(principal, Operation.PAYMENT_INTENTS_READ)
         statement = principal.scope(select(PaymentIntent), PaymentIntent)
         if filters.status is not None:
             statement = statement.where(PaymentIntent.status == filters.status.value)
@@ -263,6 +270,7 @@ class PaymentService:
     async def confirm(
         self, principal: Principal, intent_id: str, request: PaymentIntentConfirm
     ) -> PaymentIntent:
+        require(principal, Operation.PAYMENT_INTENTS_CONFIRM)
         async with self._db.unit_of_work() as session:
             intent = await self._find(session, principal, intent_id, lock=True)
             if principal.payment_token_hash is not None:
@@ -539,6 +547,7 @@ class PaymentService:
     async def cancel(
         self, principal: Principal, intent_id: str, request: PaymentIntentCancel
     ) -> PaymentIntent:
+        require(principal, Operation.PAYMENT_INTENTS_CANCEL)
         async with self._db.unit_of_work() as session:
             intent = await self._find(session, principal, intent_id, lock=True)
             if principal.payment_token_hash is not None:
@@ -604,6 +613,7 @@ class PaymentService:
     async def capture(
         self, principal: Principal, intent_id: str, request: PaymentIntentCapture
     ) -> PaymentIntent:
+        require(principal, Operation.PAYMENT_INTENTS_CAPTURE)
         async with self._db.unit_of_work() as session:
             intent = await self._find(session, principal, intent_id, lock=True)
             if ProcessingMode(intent.processing_mode) is ProcessingMode.PGW_PROCESSED:
@@ -644,6 +654,7 @@ class PaymentService:
             return intent
 
     async def refund(self, principal: Principal, intent_id: str, request: RefundCreate) -> Transaction:
+        require(principal, Operation.PAYMENT_INTENTS_REFUND)
         async with self._db.unit_of_work() as session:
             intent = await self._find(session, principal, intent_id, lock=True)
             if intent.status != PaymentStatus.SUCCEEDED.value:
@@ -671,6 +682,15 @@ class PaymentService:
             refund.provider_name = intent.provider_name
             session.add(refund)
             await self._bookings.refund_requested(session, intent, refund)
+            self._audit.record(
+                session,
+                principal,
+                AuditAction.PAYMENT_REFUNDED,
+                AuditObject(
+                    "payment_intent", intent.id, intent.client_partner_id, intent.merchant_id, intent.store_id
+                ),
+                details={"refund_id": refund.id, "amount": amount, "currency": intent.currency},
+            )
             if ProcessingMode(intent.processing_mode) is not ProcessingMode.PGW_PROCESSED:
                 # The terminal or cashier paid it back; paymux records it.
                 await self._settle_refund(
@@ -755,6 +775,7 @@ class PaymentService:
     async def list_transactions(
         self, principal: Principal, intent_id: str, *, limit: int, starting_after: str | None
     ) -> tuple[list[Transaction], bool]:
+        require(principal, Operation.PAYMENT_INTENTS_READ)
         async with self._db.reading() as session:
             await self._find(session, principal, intent_id)
             statement = select(Transaction).where(Transaction.payment_intent_id == intent_id)
@@ -766,6 +787,7 @@ class PaymentService:
         return rows[:limit], len(rows) > limit
 
     async def get_transaction(self, principal: Principal, transaction_id: str) -> Transaction:
+        require(principal, Operation.PAYMENT_INTENTS_READ)
         async with self._db.reading() as session:
             statement = principal.scope(
                 select(Transaction).where(Transaction.id == transaction_id), Transaction

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Query, Request, Response
 from paymux.core.errors import problem_responses
 from paymux.core.inputs import ObjectId
 from paymux.core.pagination import Limit, StartingAfter
-from paymux.gateway.auth import ServerCaller, client_ip, container_of
+from paymux.gateway.auth import Caller, client_ip, container_of
 from paymux.providers.settlement import LAYOUTS
 from paymux.reconciliation.schemas import ExceptionList, ExceptionOut, ResolveRequest, RunList, RunReport
-from paymux.reconciliation.service import ExceptionKind, ExceptionStatus, principal_scope
+from paymux.reconciliation.service import ExceptionKind, ExceptionStatus
 
 router = APIRouter(
     prefix="/v1", tags=["reconciliation"], responses=problem_responses(401, 403, 413, 429, 503)
@@ -47,19 +47,13 @@ UPLOAD_BODY = {
 async def create_run(
     request: Request,
     response: Response,
-    caller: ServerCaller,
+    caller: Caller,
     provider: ProviderQuery,
     file_name: Annotated[str | None, Query(max_length=255, pattern=r"^[\x20-\x7e]+$")] = None,
 ) -> RunReport:
     container = container_of(request)
-    scope = principal_scope(caller)
-    result = await container.reconciliation.import_bytes(
-        await request.body(),
-        provider=provider,
-        scope=scope,
-        source="api",
-        created_by=caller.caller_id,
-        file_name=file_name or "upload",
+    result = await container.reconciliation.import_upload(
+        caller, await request.body(), provider=provider, file_name=file_name or "upload"
     )
     if result.replayed:
         response.status_code = 200
@@ -74,7 +68,7 @@ async def create_run(
 )
 async def list_runs(
     request: Request,
-    caller: ServerCaller,
+    caller: Caller,
     limit: Limit = 10,
     starting_after: StartingAfter = None,
     provider: Annotated[str | None, Query(pattern=r"^[a-z0-9_]{1,32}$")] = None,
@@ -91,7 +85,7 @@ async def list_runs(
     summary="A run's report (server, HMAC)",
     responses=problem_responses(404, 422),
 )
-async def retrieve_run(request: Request, run_id: ObjectId, caller: ServerCaller) -> RunReport:
+async def retrieve_run(request: Request, run_id: ObjectId, caller: Caller) -> RunReport:
     return RunReport.of(await container_of(request).reconciliation.get_run(caller, run_id))
 
 
@@ -104,7 +98,7 @@ async def retrieve_run(request: Request, run_id: ObjectId, caller: ServerCaller)
 async def list_exceptions(
     request: Request,
     run_id: ObjectId,
-    caller: ServerCaller,
+    caller: Caller,
     limit: Limit = 10,
     starting_after: StartingAfter = None,
     status: ExceptionStatus | None = None,
@@ -123,7 +117,7 @@ async def list_exceptions(
     responses=problem_responses(404, 409, 422),
 )
 async def resolve_exception(
-    request: Request, exception_id: ObjectId, body: ResolveRequest, caller: ServerCaller
+    request: Request, exception_id: ObjectId, body: ResolveRequest, caller: Caller
 ) -> ExceptionOut:
     item = await container_of(request).reconciliation.resolve(
         caller, exception_id, reason=body.reason, from_address=client_ip(request)

@@ -30,10 +30,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.audit.service import AuditAction, AuditLog, AuditObject
 from paymux.core.clock import Clock
 from paymux.core.db import Database
 from paymux.core.errors import Conflict, Forbidden, NotFound, Unprocessable
 from paymux.core.ids import new_id
+from paymux.gateway.permissions import Operation, require
 from paymux.gateway.principal import Principal
 from paymux.payments.service import PaymentService, SettledTransaction, TenantScope
 from paymux.providers.registry import ProviderRegistry
@@ -159,6 +161,7 @@ class ReconciliationService:
         db: Database,
         clock: Clock,
         payments: PaymentService,
+        audit: AuditLog,
         *,
         batch_size: int = 2000,
         date_window: timedelta = timedelta(days=2),
@@ -166,6 +169,7 @@ class ReconciliationService:
         self._db = db
         self._clock = clock
         self._payments = payments
+        self._audit = audit
         self._batch_size = batch_size
         self._window = date_window
 
@@ -209,6 +213,20 @@ class ReconciliationService:
             )
         finally:
             path.unlink(missing_ok=True)
+
+    async def import_upload(
+        self, principal: Principal, body: bytes, *, provider: str, file_name: str
+    ) -> ImportResult:
+        """A file a caller sent: imported into the caller's scope."""
+        require(principal, Operation.RECONCILIATION_IMPORT)
+        return await self.import_bytes(
+            body,
+            provider=provider,
+            scope=principal_scope(principal),
+            source="api",
+            created_by=principal.caller_id,
+            file_name=file_name,
+        )
 
     def _examine(self, request: ImportRequest, progress: Progress | None) -> _FileFacts:
         """First pass: hash the file and read every line, refusing the file at its first bad line."""
@@ -664,6 +682,7 @@ class ReconciliationService:
     # ------------------------------------------------------------------ reports and exceptions
 
     async def get_run(self, principal: Principal, run_id: str) -> ReconciliationRun:
+        require(principal, Operation.RECONCILIATION_READ)
         principal_scope(principal)  # store clients are refused before anything is looked up
         async with self._db.reading() as session:
             run = await session.get(ReconciliationRun, run_id)
@@ -674,10 +693,11 @@ class ReconciliationService:
     async def list_runs(
         self, principal: Principal, *, provider: str | None, limit: int, starting_after: str | None
     ) -> tuple[list[ReconciliationRun], bool]:
+        require(principal, Operation.RECONCILIATION_READ)
         scope = principal_scope(principal)
-        statement = select(ReconciliationRun).where(
-            ReconciliationRun.client_partner_id == scope.client_partner_id
-        )
+        statement = select(ReconciliationRun)
+        if scope.client_partner_id is not None:
+            statement = statement.where(ReconciliationRun.client_partner_id == scope.client_partner_id)
         if scope.merchant_id is not None:
             statement = statement.where(ReconciliationRun.merchant_id == scope.merchant_id)
         if provider is not None:
@@ -722,6 +742,7 @@ class ReconciliationService:
         self, principal: Principal, exception_id: str, *, reason: str, from_address: str | None
     ) -> ReconciliationException:
         """Close an exception with a reason; who, when and from where are kept with it, and it cannot change."""
+        require(principal, Operation.RECONCILIATION_RESOLVE)
         principal_scope(principal)
         async with self._db.unit_of_work() as session:
             item = await session.get(ReconciliationException, exception_id, with_for_update=True)
@@ -739,6 +760,14 @@ class ReconciliationService:
             item.resolved_by = principal.caller_id
             item.resolved_from = from_address
             item.resolved_at = self._clock.now()
+            self._audit.record(
+                session,
+                principal,
+                AuditAction.RECONCILIATION_EXCEPTION_RESOLVED,
+                AuditObject("reconciliation_exception", item.id, run.client_partner_id, run.merchant_id),
+                details={"run_id": run.id, "kind": item.kind, "reason": reason},
+                ip=from_address,
+            )
             log.info(
                 "reconciliation exception resolved", exception=item.id, by=principal.caller_id, reason=reason
             )
@@ -752,7 +781,9 @@ def _spool(body: bytes) -> Path:
 
 
 def _sees(principal: Principal, run: ReconciliationRun) -> bool:
-    if principal.store_id is not None or run.client_partner_id != principal.client_partner_id:
+    if principal.store_id is not None:
+        return False
+    if principal.client_partner_id is not None and run.client_partner_id != principal.client_partner_id:
         return False
     return principal.merchant_id is None or run.merchant_id == principal.merchant_id
 

@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from paymux.core.inputs import InputModel
 from paymux.core.money import MAX_AMOUNT, CurrencyCode
-from paymux.tenants.models import Merchant
+from paymux.tenants.models import ClientPartner, Merchant, Store
 
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 TenantId = Annotated[int, Field(strict=True, gt=0, lt=2**53)]
@@ -155,4 +155,93 @@ class MerchantOut(BaseModel):
 
 class MerchantList(BaseModel):
     data: list[MerchantOut]
+    has_more: bool
+
+
+# ---------------------------------------------------------------- the admin API
+
+
+class PartnerCreate(InputModel):
+    id: TenantId | None = Field(default=None, description="The portal's id; omitted: the next free one")
+    name: str = Field(min_length=1, max_length=200)
+
+
+class PartnerOut(BaseModel):
+    object: Literal["client_partner"] = "client_partner"
+    id: int
+    name: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, partner: ClientPartner) -> PartnerOut:
+        return cls(id=partner.id, name=partner.name, created_at=partner.created_at)
+
+
+class PartnerList(BaseModel):
+    data: list[PartnerOut]
+    has_more: bool
+
+
+class MerchantCreate(InputModel):
+    id: TenantId | None = Field(default=None, description="The portal's id; omitted: the next free one")
+    client_partner_id: TenantId | None = Field(
+        default=None, description="Required for a SYSTEM_OP; a PSP_ADMIN's own partner otherwise"
+    )
+    merchant_code: Code
+    name: str | None = Field(default=None, max_length=200)
+
+
+class MerchantUpdate(InputModel):
+    name: str | None = Field(default=None, max_length=200)
+    is_active: bool | None = None
+
+
+class StoreCreate(InputModel):
+    id: TenantId | None = Field(default=None, description="The portal's id; omitted: the next free one")
+    merchant_id: TenantId | None = Field(
+        default=None, description="Required unless the caller has one merchant"
+    )
+    store_code: Code
+    name: str | None = Field(default=None, max_length=200)
+    fee_rules: list[FeeRuleSync] = Field(default_factory=list, max_length=200)
+
+
+class StoreUpdate(InputModel):
+    name: str | None = Field(default=None, max_length=200)
+    is_active: bool | None = None
+    fee_rules: list[FeeRuleSync] | None = Field(
+        default=None, max_length=200, description="Replaces the rules"
+    )
+
+
+class StoreOut(BaseModel):
+    object: Literal["store"] = "store"
+    id: int
+    merchant_id: int
+    client_partner_id: int
+    store_code: str
+    name: str | None
+    is_active: bool
+    fee_rules: list[dict[str, int | str]]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, store: Store) -> StoreOut:
+        return cls(
+            id=store.id,
+            merchant_id=store.merchant_id,
+            client_partner_id=store.client_partner_id,
+            store_code=store.store_code,
+            name=store.name,
+            is_active=store.is_active,
+            fee_rules=[
+                {key: value for key, value in rule.items() if isinstance(value, int | str)}
+                for rule in store.fee_rules or []
+            ],
+            created_at=store.created_at,
+        )
+
+
+class StoreList(BaseModel):
+    data: list[StoreOut]
     has_more: bool

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.audit.service import AuditAction, AuditLog, AuditObject
 from paymux.auth.service import ApiClientService
 from paymux.core.clock import Clock
 from paymux.core.crypto import EnvelopeCipher, mask_secret
 from paymux.core.db import Database
 from paymux.core.ids import new_id
+from paymux.gateway.permissions import Operation, require
 from paymux.gateway.principal import CallerType, Principal
 from paymux.ledger.fees import FeeRule
 from paymux.providers.base import ProviderCredentials
@@ -62,8 +64,10 @@ class TenantService:
         clock: Clock,
         providers: ProviderRegistry,
         api_clients: ApiClientService,
+        audit: AuditLog,
     ) -> None:
         self._db = db
+        self._audit = audit
         self._cipher = cipher
         self._clock = clock
         self._providers = providers
@@ -73,6 +77,7 @@ class TenantService:
 
     async def sync(self, principal: Principal, request: MerchantSyncRequest) -> MerchantSyncResult:
         """Upsert merchants, stores and provider configs of one partner, all or nothing."""
+        require(principal, Operation.CONFIG_SYNC)
         if principal.caller_type is not CallerType.API_CLIENT or principal.merchant_id is not None:
             raise SyncForbidden("Config sync needs an API client scoped to the whole partner.")
         if principal.client_partner_id != request.client_partner_id:
@@ -97,6 +102,17 @@ class TenantService:
                     store = await self._upsert_store(session, merchant, store_sync)
                     for config_sync in store_sync.provider_configs:
                         await self._upsert_provider_config(session, store, config_sync)
+            self._audit.record(
+                session,
+                principal,
+                AuditAction.CONFIG_SYNCED,
+                AuditObject("client_partner", str(partner.id), partner.id),
+                details={
+                    "merchants": [merchant_sync.merchant_id for merchant_sync in request.merchants],
+                    "stores": [store.store_id for merchant in request.merchants for store in merchant.stores],
+                    "provider_configs": sorted(requested_codes),
+                },
+            )
         return MerchantSyncResult(
             synced_merchants=len(request.merchants),
             synced_stores=sum(len(merchant.stores) for merchant in request.merchants),
@@ -248,6 +264,7 @@ class TenantService:
         self, principal: Principal, *, limit: int, starting_after: int | None
     ) -> tuple[list[Merchant], bool]:
         """The merchants a caller's scope covers, by id."""
+        require(principal, Operation.MERCHANTS_READ)
         statement = select(Merchant)
         if principal.client_partner_id is not None:
             statement = statement.where(Merchant.client_partner_id == principal.client_partner_id)
@@ -340,6 +357,7 @@ class TenantService:
         return ProviderCredentials(values=values, base_url=config.base_url, webhook_secret=webhook_secret)
 
     async def provider_configs(self, principal: Principal, store_id: int) -> list[ProviderConfigOut]:
+        require(principal, Operation.PROVIDER_CONFIGS_READ)
         async with self._db.reading() as session:
             await self.store_in_scope(session, principal, store_id)
             configs = (
@@ -399,7 +417,7 @@ class TenantService:
             ).scalar_one_or_none()
             if partner is None:
                 partner = ClientPartner(
-                    id=await self._next_id(session, ClientPartner),
+                    id=await self.next_id(session, ClientPartner),
                     name=partner_name,
                     created_at=now,
                     updated_at=now,
@@ -415,7 +433,7 @@ class TenantService:
             ).scalar_one_or_none()
             if merchant is None:
                 merchant = Merchant(
-                    id=await self._next_id(session, Merchant),
+                    id=await self.next_id(session, Merchant),
                     client_partner_id=partner.id,
                     merchant_code=merchant_code,
                     is_active=True,
@@ -431,7 +449,7 @@ class TenantService:
             ).scalar_one_or_none()
             if store is None:
                 store = Store(
-                    id=await self._next_id(session, Store),
+                    id=await self.next_id(session, Store),
                     merchant_id=merchant.id,
                     client_partner_id=partner.id,
                     store_code=store_code,
@@ -466,7 +484,13 @@ class TenantService:
             )
 
     async def create_client(
-        self, *, name: str, partner_id: int, merchant_id: int | None = None, store_id: int | None = None
+        self,
+        *,
+        name: str,
+        partner_id: int,
+        merchant_id: int | None = None,
+        store_id: int | None = None,
+        actor: Principal | None = None,
     ) -> tuple[str, str]:
         """An API client scoped to a partner, a merchant or a store; returns (client_id, secret)."""
         async with self._db.unit_of_work() as session:
@@ -486,10 +510,18 @@ class TenantService:
             issued = await self._api_clients.create(
                 session, name=name, client_partner_id=partner_id, merchant_id=merchant_id, store_id=store_id
             )
-            return issued.client.id, issued.secret
+            client = issued.client
+            self._audit.record(
+                session,
+                actor,
+                AuditAction.API_CLIENT_CREATED,
+                AuditObject("api_client", client.id, partner_id, merchant_id, store_id),
+                details={"name": name},
+            )
+            return client.id, issued.secret
 
     @staticmethod
-    async def _next_id(
+    async def next_id(
         session: AsyncSession, model: type[ClientPartner] | type[Merchant] | type[Store]
     ) -> int:
         # Ids of the tenant tree are normally the portal's; bootstrap takes the next free one. The CLI runs

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from paymux.core.errors import problem_responses
 from paymux.core.inputs import ID_PATTERN, ObjectId
 from paymux.core.pagination import Limit, StartingAfter
-from paymux.gateway.auth import Idempotent, ServerCaller, container_of
+from paymux.gateway.auth import Caller, Idempotent, container_of
 from paymux.webhooks.schemas import (
     DeliveryList,
     DeliveryOut,
@@ -48,7 +48,7 @@ def _webhooks(request: Request) -> WebhookService:
     responses=problem_responses(400, 403, 409, 422),
 )
 async def create_endpoint(
-    request: Request, body: WebhookEndpointCreate, caller: ServerCaller, idempotent: Idempotent
+    request: Request, body: WebhookEndpointCreate, caller: Caller, idempotent: Idempotent
 ) -> Response:
     async def create() -> WebhookEndpointOut:
         created = await _webhooks(request).create(caller, body)
@@ -64,7 +64,7 @@ async def create_endpoint(
     responses=problem_responses(403, 422),
 )
 async def list_endpoints(
-    request: Request, caller: ServerCaller, limit: Limit = 10, starting_after: StartingAfter = None
+    request: Request, caller: Caller, limit: Limit = 10, starting_after: StartingAfter = None
 ) -> WebhookEndpointList:
     rows, has_more = await _webhooks(request).list_endpoints(
         caller, limit=limit, starting_after=starting_after
@@ -78,9 +78,7 @@ async def list_endpoints(
     summary="Retrieve a webhook endpoint",
     responses=problem_responses(403, 404),
 )
-async def retrieve_endpoint(
-    request: Request, endpoint_id: EndpointId, caller: ServerCaller
-) -> WebhookEndpointOut:
+async def retrieve_endpoint(request: Request, endpoint_id: EndpointId, caller: Caller) -> WebhookEndpointOut:
     return WebhookEndpointOut.of(await _webhooks(request).get(caller, endpoint_id))
 
 
@@ -91,7 +89,7 @@ async def retrieve_endpoint(
     responses=problem_responses(400, 403, 404, 422),
 )
 async def update_endpoint(
-    request: Request, endpoint_id: EndpointId, body: WebhookEndpointUpdate, caller: ServerCaller
+    request: Request, endpoint_id: EndpointId, body: WebhookEndpointUpdate, caller: Caller
 ) -> WebhookEndpointOut:
     return WebhookEndpointOut.of(await _webhooks(request).update(caller, endpoint_id, body))
 
@@ -102,9 +100,7 @@ async def update_endpoint(
     summary="Delete a webhook endpoint; its pending deliveries go to the dead-letter state",
     responses=problem_responses(403, 404),
 )
-async def delete_endpoint(
-    request: Request, endpoint_id: EndpointId, caller: ServerCaller
-) -> WebhookEndpointOut:
+async def delete_endpoint(request: Request, endpoint_id: EndpointId, caller: Caller) -> WebhookEndpointOut:
     return WebhookEndpointOut.of(await _webhooks(request).delete(caller, endpoint_id))
 
 
@@ -117,7 +113,7 @@ async def delete_endpoint(
 async def rotate_secret(
     request: Request,
     endpoint_id: EndpointId,
-    caller: ServerCaller,
+    caller: Caller,
     idempotent: Idempotent,
     body: Annotated[SecretRotation | None, Body()] = None,
 ) -> Response:
@@ -141,7 +137,7 @@ async def rotate_secret(
 async def list_deliveries(
     request: Request,
     endpoint_id: EndpointId,
-    caller: ServerCaller,
+    caller: Caller,
     limit: Limit = 10,
     starting_after: StartingAfter = None,
 ) -> DeliveryList:
@@ -163,7 +159,7 @@ async def list_deliveries(
 async def redeliver_event(
     request: Request,
     event_id: ObjectId,
-    caller: ServerCaller,
+    caller: Caller,
     idempotent: Idempotent,
     body: Annotated[RedeliverRequest | None, Body()] = None,
 ) -> Response:

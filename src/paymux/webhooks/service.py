@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paymux.audit.service import AuditAction, AuditLog, AuditObject
 from paymux.core.clock import Clock
 from paymux.core.crypto import EnvelopeCipher
 from paymux.core.db import Database
@@ -15,6 +16,7 @@ from paymux.core.ids import new_id
 from paymux.events.catalogue import subscribes
 from paymux.events.models import Event
 from paymux.events.service import EventNotFound
+from paymux.gateway.permissions import Operation, require
 from paymux.gateway.principal import Principal
 from paymux.tenants.models import Merchant
 from paymux.webhooks import signing
@@ -36,8 +38,11 @@ class EndpointWithSecret:
 
 
 class WebhookService:
-    def __init__(self, db: Database, clock: Clock, cipher: EnvelopeCipher, *, allow_private: bool) -> None:
+    def __init__(
+        self, db: Database, clock: Clock, cipher: EnvelopeCipher, audit: AuditLog, *, allow_private: bool
+    ) -> None:
         self._db = db
+        self._audit = audit
         self._clock = clock
         self._cipher = cipher
         self._allow_private = allow_private
@@ -89,6 +94,7 @@ class WebhookService:
         return merchant
 
     async def create(self, principal: Principal, request: WebhookEndpointCreate) -> EndpointWithSecret:
+        require(principal, Operation.WEBHOOK_ENDPOINTS_MANAGE)
         await self._check_url(request.url)
         now = self._clock.now()
         async with self._db.unit_of_work() as session:
@@ -108,6 +114,13 @@ class WebhookService:
                 updated_at=now,
             )
             session.add(endpoint)
+            self._audit.record(
+                session,
+                principal,
+                AuditAction.WEBHOOK_ENDPOINT_CREATED,
+                _subject(endpoint),
+                details={"url": endpoint.url, "events": endpoint.events},
+            )
         return EndpointWithSecret(endpoint=endpoint, secret=secret)
 
     async def _find(
@@ -117,13 +130,12 @@ class WebhookService:
             raise WebhookScopeForbidden(
                 "Use a merchant- or partner-scoped client to manage webhook endpoints."
             )
-        statement = select(WebhookEndpoint).where(
-            WebhookEndpoint.id == endpoint_id,
-            WebhookEndpoint.deleted_at.is_(None),
-            WebhookEndpoint.client_partner_id == principal.client_partner_id,
+        statement = principal.scope(
+            select(WebhookEndpoint).where(
+                WebhookEndpoint.id == endpoint_id, WebhookEndpoint.deleted_at.is_(None)
+            ),
+            WebhookEndpoint,
         )
-        if principal.merchant_id is not None:
-            statement = statement.where(WebhookEndpoint.merchant_id == principal.merchant_id)
         if lock:
             statement = statement.with_for_update()
         endpoint = (await session.execute(statement)).scalar_one_or_none()
@@ -132,22 +144,21 @@ class WebhookService:
         return endpoint
 
     async def get(self, principal: Principal, endpoint_id: str) -> WebhookEndpoint:
+        require(principal, Operation.WEBHOOK_ENDPOINTS_READ)
         async with self._db.reading() as session:
             return await self._find(session, principal, endpoint_id)
 
     async def list_endpoints(
         self, principal: Principal, *, limit: int, starting_after: str | None
     ) -> tuple[list[WebhookEndpoint], bool]:
+        require(principal, Operation.WEBHOOK_ENDPOINTS_READ)
         if principal.store_id is not None:
             raise WebhookScopeForbidden(
                 "Use a merchant- or partner-scoped client to manage webhook endpoints."
             )
-        statement = select(WebhookEndpoint).where(
-            WebhookEndpoint.deleted_at.is_(None),
-            WebhookEndpoint.client_partner_id == principal.client_partner_id,
+        statement = principal.scope(
+            select(WebhookEndpoint).where(WebhookEndpoint.deleted_at.is_(None)), WebhookEndpoint
         )
-        if principal.merchant_id is not None:
-            statement = statement.where(WebhookEndpoint.merchant_id == principal.merchant_id)
         if starting_after is not None:
             statement = statement.where(WebhookEndpoint.id < starting_after)
         async with self._db.reading() as session:
@@ -161,6 +172,7 @@ class WebhookService:
     async def update(
         self, principal: Principal, endpoint_id: str, request: WebhookEndpointUpdate
     ) -> WebhookEndpoint:
+        require(principal, Operation.WEBHOOK_ENDPOINTS_MANAGE)
         if request.url is not None:
             await self._check_url(request.url)
         async with self._db.unit_of_work() as session:
@@ -175,10 +187,18 @@ class WebhookService:
                 endpoint.enabled = request.enabled
                 endpoint.disabled_reason = None if request.enabled else "disabled_by_merchant"
             endpoint.updated_at = self._clock.now()
+            self._audit.record(
+                session,
+                principal,
+                AuditAction.WEBHOOK_ENDPOINT_UPDATED,
+                _subject(endpoint),
+                details=request.model_dump(mode="json", exclude_unset=True),
+            )
             return endpoint
 
     async def delete(self, principal: Principal, endpoint_id: str) -> WebhookEndpoint:
         """Stop sending to the endpoint; its pending deliveries go to the dead-letter state."""
+        require(principal, Operation.WEBHOOK_ENDPOINTS_MANAGE)
         now = self._clock.now()
         async with self._db.unit_of_work() as session:
             endpoint = await self._find(session, principal, endpoint_id, lock=True)
@@ -189,11 +209,13 @@ class WebhookService:
             await kill_pending_deliveries(
                 session, endpoint.id, reason="endpoint_deleted", now=self._clock.now()
             )
+            self._audit.record(session, principal, AuditAction.WEBHOOK_ENDPOINT_DELETED, _subject(endpoint))
             return endpoint
 
     async def rotate_secret(
         self, principal: Principal, endpoint_id: str, *, expire_previous_in: timedelta
     ) -> EndpointWithSecret:
+        require(principal, Operation.WEBHOOK_ENDPOINTS_MANAGE)
         now = self._clock.now()
         async with self._db.unit_of_work() as session:
             endpoint = await self._find(session, principal, endpoint_id, lock=True)
@@ -202,6 +224,13 @@ class WebhookService:
             endpoint.previous_secret_expires_at = now + expire_previous_in
             endpoint.secret_sealed = self._cipher.seal_text(secret, context=self._context(endpoint.id))
             endpoint.updated_at = now
+            self._audit.record(
+                session,
+                principal,
+                AuditAction.WEBHOOK_ENDPOINT_SECRET_ROTATED,
+                _subject(endpoint),
+                details={"previous_secret_expires_at": endpoint.previous_secret_expires_at.isoformat()},
+            )
             return EndpointWithSecret(endpoint=endpoint, secret=secret)
 
     # ------------------------------------------------------------------ deliveries
@@ -209,6 +238,7 @@ class WebhookService:
     async def list_deliveries(
         self, principal: Principal, endpoint_id: str, *, limit: int, starting_after: str | None
     ) -> tuple[list[tuple[WebhookDelivery, list[WebhookAttempt]]], bool]:
+        require(principal, Operation.WEBHOOK_ENDPOINTS_READ)
         async with self._db.reading() as session:
             await self._find(session, principal, endpoint_id)
             statement = select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id)
@@ -236,6 +266,7 @@ class WebhookService:
         self, principal: Principal, event_id: str, endpoint_id: str | None
     ) -> list[WebhookDelivery]:
         """Send an event again: out of the dead-letter state, or on demand after it was delivered."""
+        require(principal, Operation.EVENTS_REDELIVER)
         now = self._clock.now()
         async with self._db.unit_of_work() as session:
             event = (
@@ -310,3 +341,7 @@ async def kill_pending_deliveries(
         )
         .values(status=DeliveryStatus.DEAD.value, dead_reason=reason, next_attempt_at=None, updated_at=now)
     )
+
+
+def _subject(endpoint: WebhookEndpoint) -> AuditObject:
+    return AuditObject("webhook_endpoint", endpoint.id, endpoint.client_partner_id, endpoint.merchant_id)
