@@ -154,8 +154,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     for path_item in schema.get("paths", {}).values():
         for operation in path_item.values():
             for status, response in operation.get("responses", {}).items():
-                if not status.isdigit() or int(status) < 400:
-                    continue
+                if not status.isdigit() or int(status) < 400 or response.pop("x-oauth2-error", False):
+                    continue  # the token endpoint's errors are RFC 6749 JSON (with the problem members)
                 model_name = "ValidationProblem" if status == "422" else "ProblemDetails"
                 response["content"] = {
                     PROBLEM_MEDIA_TYPE: {"schema": {"$ref": f"#/components/schemas/{model_name}"}}

@@ -369,7 +369,10 @@ async def test_tenant_ids_that_are_not_integers_are_refused(
     ["garbage", "a.b.c", "e30.e30.", "..", "eyJhbGciOiJFUzI1NiJ9", "tok_" + "A" * 43, "Bearer x.y.z"],
 )
 async def test_garbage_is_refused(http: httpx.AsyncClient, issued: Issued, token: str) -> None:
-    await assert_refused(http, token)
+    # A `tok_` credential is taken for a payment token, anything else for an access token.
+    await assert_refused(
+        http, token, "invalid_payment_token" if token.startswith("tok_") else "invalid_access_token"
+    )
 
 
 async def test_no_bearer_token_is_missing_credentials(
@@ -378,12 +381,12 @@ async def test_no_bearer_token_is_missing_credentials(
     response = await http.get(MERCHANTS)
     assert response.status_code == 401, response.text
     assert response.json()["code"] == "missing_credentials"
-    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.headers["www-authenticate"] == "HMAC-SHA256, Bearer"
     basic = await http.get(MERCHANTS, headers={"Authorization": "Basic YWRhOnB3"})
     assert basic.json()["code"] == "missing_credentials"
-    # A signed server is not a portal user.
+    # A signed server is a known caller, but the merchants listing is a portal operation.
     signed = await server.get(MERCHANTS)
-    assert (signed.status_code, signed.json()["code"]) == (401, "missing_credentials")
+    assert (signed.status_code, signed.json()["code"]) == (403, "operation_forbidden")
 
 
 # ---------------------------------------------------------------------------------------------- JWKS

@@ -397,19 +397,20 @@ async def test_non_ascii_digit_timestamp_is_a_401_not_a_crash(settings: Settings
 async def test_missing_authorization_is_missing_credentials_with_a_challenge(
     http: httpx.AsyncClient, tenant: Tenant, container: Container
 ) -> None:
+    # Every route takes any credential kind, so the challenge names both schemes.
     listed = await http.get(INTENTS)
     assert_problem(listed, 401, "missing_credentials")
-    assert listed.headers["www-authenticate"] == "HMAC-SHA256"
+    assert listed.headers["www-authenticate"] == "HMAC-SHA256, Bearer"
 
     body = intent_body(tenant)
     created = await http.post(INTENTS, content=encode(body), headers={"Content-Type": "application/json"})
     assert_problem(created, 401, "missing_credentials")
-    assert created.headers["www-authenticate"] == "HMAC-SHA256"
+    assert created.headers["www-authenticate"] == "HMAC-SHA256, Bearer"
     assert await stored_with_ref(container, body["merchant_ref_id"]) == 0
 
     transaction = await http.get("/v1/transactions/txn_whatever")
     assert_problem(transaction, 401, "missing_credentials")
-    assert transaction.headers["www-authenticate"] == "HMAC-SHA256"
+    assert transaction.headers["www-authenticate"] == "HMAC-SHA256, Bearer"
 
 
 async def test_intent_routes_challenge_for_both_schemes(server: ServerClient, tenant: Tenant) -> None:
@@ -551,9 +552,8 @@ async def test_the_same_request_signed_anew_is_not_a_replay(
     assert again.headers["idempotent-replayed"] == "true"
 
 
-async def test_bearer_token_on_a_server_route_is_not_an_hmac_signature(
-    server: ServerClient, tenant: Tenant
-) -> None:
+async def test_payment_token_lists_only_its_own_intent(server: ServerClient, tenant: Tenant) -> None:
+    await server.create_intent(tenant)
     intent = await server.create_intent(tenant)
     response = await server.http.get(INTENTS, headers=bearer(intent["payment_token"]))
-    assert_problem(response, 401, "missing_credentials")
+    assert [item["id"] for item in response.json()["data"]] == [intent["id"]]

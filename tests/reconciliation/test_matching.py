@@ -394,7 +394,7 @@ async def test_a_duplicate_in_a_later_batch_of_the_same_file(
 ) -> None:
     """Batches are units of work of their own: a line claimed in batch 1 makes the same line in batch 3 a
     duplicate. The service is built as the container builds it, with batches of 2 lines."""
-    service = ReconciliationService(container.db, clock, container.payments, batch_size=2)
+    service = ReconciliationService(container.db, clock, container.payments, container.audit, batch_size=2)
     day = midnight(clock.now())
     one = await pay(server, clock, tenant, 1000, at=day + 9 * HOUR)
     two = await pay(server, clock, tenant, 2000)

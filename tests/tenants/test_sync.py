@@ -776,16 +776,19 @@ async def test_partner_client_may_not_sync_another_partner(
     assert await database_snapshot(container) == before
 
 
-@pytest.mark.parametrize("authorization", [None, "Bearer tok_not_a_server_credential"])
+@pytest.mark.parametrize(
+    ("authorization", "code"),
+    [(None, "missing_credentials"), ("Bearer tok_not_a_server_credential", "invalid_payment_token")],
+)
 async def test_sync_needs_a_signed_server_call(
-    authorization: str | None, http: httpx.AsyncClient, container: Container, tenant: Tenant
+    authorization: str | None, code: str, http: httpx.AsyncClient, container: Container, tenant: Tenant
 ) -> None:
     before = await database_snapshot(container)
     headers = {} if authorization is None else {"Authorization": authorization}
 
     response = await http.post(SYNC, json=sync_body(tenant.client_partner_id), headers=headers)
 
-    assert_problem(response, 401, "missing_credentials")
+    assert_problem(response, 401, code)
     assert await database_snapshot(container) == before
 
 

@@ -119,9 +119,9 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
         400: {
             "model": OAuthErrorOut,
             "description": "OAuth2 error: invalid_request, invalid_grant, unsupported_grant_type, invalid_scope",
+            "x-oauth2-error": True,
         },
-        401: {"model": OAuthErrorOut, "description": "OAuth2 error: invalid_client"},
-        429: {"description": "Rate limit exceeded"},
+        401: {"model": OAuthErrorOut, "description": "OAuth2 error: invalid_client", "x-oauth2-error": True},
     },
     openapi_extra={"requestBody": FORM_BODY},
 )

@@ -12,7 +12,7 @@ from paymux.core.pagination import Limit, StartingAfter
 from paymux.events.schemas import EventList, EventOut
 from paymux.gateway.auth import Caller, container_of
 
-router = APIRouter(prefix="/v1", tags=["events"], responses=problem_responses(401, 413, 429, 503))
+router = APIRouter(prefix="/v1", tags=["events"], responses=problem_responses(401, 403, 413, 429, 503))
 
 
 @router.get(

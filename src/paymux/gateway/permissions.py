@@ -160,7 +160,12 @@ def require(principal: Principal, operation: Operation) -> None:
             f"{' '.join(sorted(principal.scopes)) or 'none'}.",
             required_scope=str(grant.device_scope),
         )
-    who = f"a {principal.role} user" if principal.role is not None else f"a {principal.caller_type} caller"
+    who = {
+        CallerType.USER: f"a {principal.role} user",
+        CallerType.API_CLIENT: "an API client",
+        CallerType.PAYMENT_TOKEN: "a payment token",
+        CallerType.DEVICE: "a POS device",
+    }.get(principal.caller_type, str(principal.caller_type))
     raise OperationForbidden(f"{operation} is not allowed for {who}.", operation=str(operation))
 
 

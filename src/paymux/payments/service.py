@@ -246,6 +246,8 @@ class PaymentService:
     ) -> tuple[list[PaymentIntent], bool]:
         require(principal, Operation.PAYMENT_INTENTS_READ)
         statement = principal.scope(select(PaymentIntent), PaymentIntent)
+        if principal.payment_intent_id is not None:  # a payment token's whole world is its one intent
+            statement = statement.where(PaymentIntent.id == principal.payment_intent_id)
         if filters.status is not None:
             statement = statement.where(PaymentIntent.status == filters.status.value)
         if filters.store_id is not None:
@@ -792,6 +794,8 @@ class PaymentService:
             statement = principal.scope(
                 select(Transaction).where(Transaction.id == transaction_id), Transaction
             )
+            if principal.payment_intent_id is not None:
+                statement = statement.where(Transaction.payment_intent_id == principal.payment_intent_id)
             txn = (await session.execute(statement)).scalar_one_or_none()
         if txn is None:
             raise TransactionNotFound(f"No transaction {transaction_id} in this client's scope.")

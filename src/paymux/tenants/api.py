@@ -25,7 +25,7 @@ from paymux.tenants.schemas import (
     StoreUpdate,
 )
 
-router = APIRouter(prefix="/v1", tags=["tenants"], responses=problem_responses(401, 413, 429, 503))
+router = APIRouter(prefix="/v1", tags=["tenants"], responses=problem_responses(401, 403, 413, 429, 503))
 
 
 @router.post(
@@ -55,7 +55,7 @@ async def list_provider_configs(
     return ProviderConfigList(data=await container_of(request).tenants.provider_configs(caller, store_id))
 
 
-portal_router = APIRouter(prefix="/api/v1", tags=["portal"], responses=problem_responses(401, 413, 429, 503))
+portal_router = APIRouter(prefix="/api/v1", tags=["portal"], responses=problem_responses(401, 403, 413, 429, 503))
 
 
 @portal_router.get(

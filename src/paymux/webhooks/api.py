@@ -25,7 +25,7 @@ from paymux.webhooks.schemas import (
 )
 from paymux.webhooks.service import WebhookService
 
-router = APIRouter(prefix="/v1", tags=["webhooks"], responses=problem_responses(401, 413, 429, 503))
+router = APIRouter(prefix="/v1", tags=["webhooks"], responses=problem_responses(401, 403, 413, 429, 503))
 
 
 class ReturnResult(BaseModel):
