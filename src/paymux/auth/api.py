@@ -75,9 +75,7 @@ async def logout(request: Request, body: RefreshRequest) -> Response:
     responses=problem_responses(401, 403, 404, 422),
 )
 async def impersonate(request: Request, body: ImpersonateRequest, caller: Caller) -> TokenResponse:
-    users = container_of(request).users
-    actor = await users.get(caller.impersonated_by or caller.caller_id)
-    return _tokens(await users.impersonate(actor, body.user_id, ip=caller.ip))
+    return _tokens(await container_of(request).users.impersonate_as(caller, body.user_id))
 
 
 @router.get(

@@ -32,7 +32,7 @@ from paymux.core.clock import Clock
 from paymux.core.db import Database
 from paymux.core.errors import Conflict, Forbidden, NotFound, Unprocessable
 from paymux.core.ids import new_id
-from paymux.gateway.permissions import Operation, allows, outranks
+from paymux.gateway.permissions import Operation, allows, outranks, require
 from paymux.gateway.principal import CallerType, Principal, Role
 
 ISSUER = "svc-portal-users"
@@ -296,6 +296,14 @@ class UserService:
                 .values(status="revoked")
                 .execution_options(synchronize_session=False)
             )
+
+    async def impersonate_as(self, principal: Principal, target_id: str) -> Session:
+        """Impersonation by the caller of an access token: an impersonated session acts as its original actor."""
+        if principal.impersonated_by is None:
+            require(principal, Operation.USERS_IMPERSONATE)
+        actor = await self.get(principal.impersonated_by or principal.caller_id)
+        require(_as_principal(actor), Operation.USERS_IMPERSONATE)
+        return await self.impersonate(actor, target_id, ip=principal.ip)
 
     async def impersonate(self, actor: User, target_id: str, *, ip: str | None = None) -> Session:
         """A session as another user, for support: a SYSTEM_OP may act as anyone, a PSP_ADMIN as users of its

@@ -501,13 +501,13 @@ class LedgerService:
         async with self._db.reading() as session:
             accounts = (
                 await session.execute(
-                    select(LedgerAccount)
-                    .where(
-                        LedgerAccount.client_partner_id == principal.client_partner_id,
-                        LedgerAccount.merchant_id == merchant,
-                        LedgerAccount.kind == AccountKind.MERCHANT_PAYABLE.value,
-                    )
-                    .order_by(LedgerAccount.currency)
+                    principal.scope(
+                        select(LedgerAccount).where(
+                            LedgerAccount.merchant_id == merchant,
+                            LedgerAccount.kind == AccountKind.MERCHANT_PAYABLE.value,
+                        ),
+                        LedgerAccount,
+                    ).order_by(LedgerAccount.currency)
                 )
             ).scalars()
             return merchant, [
@@ -535,11 +535,10 @@ class LedgerService:
         statement = (
             select(Posting, JournalEntry)
             .join(JournalEntry, JournalEntry.id == Posting.entry_id)
-            .where(
-                Posting.client_partner_id == principal.client_partner_id,
-                Posting.account_kind == AccountKind.MERCHANT_PAYABLE.value,
-            )
+            .where(Posting.account_kind == AccountKind.MERCHANT_PAYABLE.value)
         )
+        if principal.client_partner_id is not None:  # None: a SYSTEM_OP, who sees every partner
+            statement = statement.where(Posting.client_partner_id == principal.client_partner_id)
         merchant = principal.merchant_id or merchant_id
         if merchant is not None:
             statement = statement.where(Posting.merchant_id == merchant)
