@@ -157,12 +157,11 @@ def _oauth_form(content_type: str, body: bytes) -> dict[str, str]:
         pairs = parse_qsl(body.decode("ascii"), keep_blank_values=True, strict_parsing=bool(body))
     except (UnicodeDecodeError, ValueError):
         raise OAuthError("The form body is not valid application/x-www-form-urlencoded.") from None
-    form: dict[str, str] = {}
-    for name, value in pairs:
-        if name in form:
-            raise OAuthError(f"{name} is given more than once.")
-        form[name] = value
-    return form
+    names = [name for name, _ in pairs]
+    if repeated := sorted({name for name in names if names.count(name) > 1}):
+        raise OAuthError(f"{', '.join(repeated)} given more than once.")
+    # RFC 6749 section 3.1: a parameter sent without a value is treated as omitted.
+    return {name: value for name, value in pairs if value}
 
 
 def _token_endpoint_urls(request: Request) -> set[str]:

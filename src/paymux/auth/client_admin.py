@@ -12,12 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paymux.audit.service import AuditAction, AuditLog, AuditObject
 from paymux.auth.models import ApiClient
 from paymux.auth.service import ApiClientService, IssuedClient
-from paymux.auth.user_admin import TenantNotInScope
 from paymux.core.clock import Clock
 from paymux.core.db import Database
 from paymux.core.errors import Conflict, NotFound
 from paymux.gateway.permissions import Operation, require
 from paymux.gateway.principal import Principal
+from paymux.tenants.errors import TenantNotInScope
 from paymux.tenants.service import TenantService
 
 

@@ -13,6 +13,8 @@ replayed) is `invalid_grant`.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,6 +42,7 @@ from paymux.core.errors import Conflict, NotFound, Unprocessable
 from paymux.core.ids import new_id
 from paymux.gateway.permissions import DeviceScope, Operation, require
 from paymux.gateway.principal import Principal
+from paymux.tenants.errors import TenantNotInScope
 from paymux.tenants.models import Store
 
 ISSUER = "svc-portal-devices"
@@ -48,6 +51,7 @@ TOKEN_PATH = "/auth/device/token"  # noqa: S105 - a path
 ACCESS_TOKEN_TTL = timedelta(seconds=90)  # seed 003: 60 to 120 seconds
 MAX_ASSERTION_LIFETIME = timedelta(minutes=5)
 ASSERTION_ALGORITHM = "ES256"
+CLIENT_ID = re.compile(r"dev_[0-9A-Z]{26}")
 
 
 class DeviceNotFound(NotFound):
@@ -68,11 +72,6 @@ class InvalidDeviceKey(Unprocessable):
 class InvalidDeviceScopes(Unprocessable):
     code = "invalid_device_scopes"
     title = "Unknown device scopes"
-
-
-class DeviceStoreNotFound(NotFound):
-    code = "store_not_found"
-    title = "No such store"
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,9 +145,13 @@ class DeviceService:
                     merchant_id=store.merchant_id,
                     store_id=store.id,
                 ):
-                    raise DeviceStoreNotFound(f"No store {store_id} in your scope.")
+                    raise TenantNotInScope(f"No store {store_id} in your scope.")
                 live = await session.execute(
-                    select(Device.id).where(Device.serial_number == serial, Device.revoked_at.is_(None))
+                    select(Device.id).where(
+                        Device.merchant_id == store.merchant_id,
+                        Device.serial_number == serial,
+                        Device.revoked_at.is_(None),
+                    )
                 )
                 if live.first() is not None:
                     raise DeviceExists(f"Serial {serial} is registered; revoke that device first.")
@@ -279,7 +282,7 @@ class DeviceService:
         if {"jwk", "jku", "x5u", "x5c"} & set(header):
             raise InvalidClient("The assertion is verified with the registered device key only.")
         issuer = unverified.get("iss")
-        if not isinstance(issuer, str) or len(issuer) > 40:
+        if not isinstance(issuer, str) or not CLIENT_ID.fullmatch(issuer):
             raise InvalidClient("The assertion's iss must be the device's client_id.")
         if client_id is not None and client_id != issuer:
             raise InvalidClient("client_id and the assertion's iss differ.")
@@ -319,7 +322,7 @@ class DeviceService:
             raise InvalidGrant(f"The assertion's aud must be the token endpoint: {sorted(audiences)[0]}.")
         now = self._clock.now().timestamp()
         exp = claims["exp"]
-        if not isinstance(exp, int | float) or isinstance(exp, bool):
+        if not _is_time(exp):
             raise InvalidGrant("The assertion's exp is not a time.")
         if exp <= now:
             raise InvalidGrant("The assertion has expired.")
@@ -327,18 +330,18 @@ class DeviceService:
             raise InvalidGrant("An assertion expires at most 5 minutes after it is made.")
         for name in ("iat", "nbf"):
             value = claims.get(name)
-            if value is not None and (not isinstance(value, int | float) or value > now + CLOCK_SKEW_SECONDS):
+            if value is not None and (not _is_time(value) or value > now + CLOCK_SKEW_SECONDS):
                 raise InvalidGrant(f"The assertion's {name} is in the future.")
         jti = claims["jti"]
-        if not isinstance(jti, str) or not 1 <= len(jti) <= 200:
-            raise InvalidGrant("The assertion's jti is a string of 1 to 200 characters.")
+        if not isinstance(jti, str) or not 1 <= len(jti) <= 200 or not jti.isprintable():
+            raise InvalidGrant("The assertion's jti is 1 to 200 printable characters.")
         return claims
 
     @staticmethod
     def _granted_scopes(device: Device, requested: str | None) -> list[str]:
-        if not requested:
+        wanted = sorted(set((requested or "").split()))
+        if not wanted:  # omitted or blank: everything the device holds
             return list(device.scopes)
-        wanted = sorted(set(requested.split()))
         beyond = [scope for scope in wanted if scope not in device.scopes]
         if beyond:
             raise InvalidScope(f"This device may not have: {' '.join(beyond)}.")
@@ -361,6 +364,11 @@ class DeviceService:
                 delete(SpentAssertion).where(SpentAssertion.expires_at <= self._clock.now())
             )
         return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _is_time(value: object) -> bool:
+    """A JWT NumericDate: a finite number (NaN compares false with everything, so it would pass any check)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _subject(device: Device) -> AuditObject:

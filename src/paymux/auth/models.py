@@ -93,9 +93,11 @@ class Device(Base):
 
     __tablename__ = "devices"
     __table_args__ = (
-        # One live registration per serial number; a revoked terminal may be registered again.
+        # One live registration per serial number within a merchant; a revoked terminal may be registered
+        # again. (Per merchant, so one tenant's registration neither blocks nor reveals another's.)
         Index(
             "uq_devices_live_serial",
+            "merchant_id",
             "serial_number",
             unique=True,
             sqlite_where=text("revoked_at IS NULL"),

@@ -19,12 +19,8 @@ from paymux.core.db import Database
 from paymux.core.errors import Conflict, NotFound
 from paymux.gateway.permissions import Operation, OperationForbidden, outranks, require
 from paymux.gateway.principal import CallerType, Principal, Role
+from paymux.tenants.errors import TenantNotInScope
 from paymux.tenants.service import TenantService
-
-
-class TenantNotInScope(NotFound):
-    code = "tenant_not_found"
-    title = "No such tenant in your scope"
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,9 @@ from paymux.payments.schemas import (
 from paymux.payments.service import PaymentService
 from paymux.payments.state import PaymentStatus
 
-router = APIRouter(prefix="/v1", tags=["payment intents"], responses=problem_responses(401, 403, 413, 429, 503))
+router = APIRouter(
+    prefix="/v1", tags=["payment intents"], responses=problem_responses(401, 403, 413, 429, 503)
+)
 
 IntentId = Annotated[str, Path(pattern=ID_PATTERN, description="A payment intent id, `pi_...`")]
 TransactionId = Annotated[str, Path(pattern=ID_PATTERN, description="A transaction id, `txn_...`")]

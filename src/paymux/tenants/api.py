@@ -55,7 +55,9 @@ async def list_provider_configs(
     return ProviderConfigList(data=await container_of(request).tenants.provider_configs(caller, store_id))
 
 
-portal_router = APIRouter(prefix="/api/v1", tags=["portal"], responses=problem_responses(401, 403, 413, 429, 503))
+portal_router = APIRouter(
+    prefix="/api/v1", tags=["portal"], responses=problem_responses(401, 403, 413, 429, 503)
+)
 
 
 @portal_router.get(

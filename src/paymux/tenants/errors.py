@@ -26,3 +26,11 @@ class UnknownProviderCode(Unprocessable):
 class MerchantNotFound(NotFound):
     code = "merchant_not_found"
     title = "No such merchant"
+
+
+class TenantNotInScope(NotFound):
+    """A partner, merchant or store an admin named that is not in its scope, or does not exist: the same answer,
+    so an admin cannot probe other tenants' ids."""
+
+    code = "tenant_not_found"
+    title = "No such tenant in your scope"

@@ -95,7 +95,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_devices_merchant_id"), ["merchant_id"], unique=False)
         batch_op.create_index(
             "uq_devices_live_serial",
-            ["serial_number"],
+            ["merchant_id", "serial_number"],
             unique=True,
             sqlite_where=sa.text("revoked_at IS NULL"),
             postgresql_where=sa.text("revoked_at IS NULL"),
