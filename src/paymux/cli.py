@@ -187,12 +187,13 @@ def demo(
             client_name=DEMO_CLIENT,
             test_provider=True,
             reuse_client=True,
+            actor=_operator(),
         )
     )
 
     async def point_at_sandboxes(container: Container) -> None:
         for config in demo_provider_configs(base):
-            await container.tenants.configure_provider(result.store_id, config)
+            await container.tenants.configure_provider(result.store_id, config, actor=_operator())
 
     _with_container(point_at_sandboxes)
     # Plain lines, not a box: they must survive copy and paste at any terminal width.
@@ -287,6 +288,7 @@ def tenants_bootstrap(
             store_code=store,
             client_name=client_name,
             test_provider=test_provider,
+            actor=_operator(),
         )
     )
     values = {

@@ -310,14 +310,15 @@ class UserService:
         partner below it. The tokens say who acts (`impersonated_by`)."""
         target = await self.get(target_id)
         acting = _as_principal(actor)
-        allowed = (
-            allows(acting, Operation.USERS_IMPERSONATE)
-            and outranks(Role(actor.role), Role(target.role))
-            and acting.covers(
-                client_partner_id=target.client_partner_id,
-                merchant_id=target.merchant_id,
-                store_id=target.store_id,
-            )
+        if not acting.covers(
+            client_partner_id=target.client_partner_id,
+            merchant_id=target.merchant_id,
+            store_id=target.store_id,
+        ):
+            # Outside the actor's scope reads as absent, so impersonation cannot probe for user ids.
+            raise UserNotFound(f"No user {target_id}.")
+        allowed = allows(acting, Operation.USERS_IMPERSONATE) and outranks(
+            Role(actor.role), Role(target.role)
         )
         if not actor.is_active:
             raise InvalidAccessToken("This user is disabled.")

@@ -19,7 +19,7 @@ from paymux.core.db import Database
 from paymux.core.errors import NotFound, Unprocessable
 from paymux.gateway.permissions import Operation, require
 from paymux.gateway.principal import Principal
-from paymux.tenants.errors import MerchantNotFound, StoreNotFound, TenantConflict
+from paymux.tenants.errors import MerchantNotFound, StoreNotFound, TenantConflict, TenantNotInScope
 from paymux.tenants.models import ClientPartner, Merchant, Store
 from paymux.tenants.schemas import (
     MerchantCreate,
@@ -126,7 +126,7 @@ class TenantAdmin:
         async def create(session: AsyncSession) -> Merchant:
             partner = await session.get(ClientPartner, partner_id)
             if partner is None or principal.client_partner_id not in (None, partner.id):
-                raise PartnerNotFound(f"No client partner {partner_id} in your scope.")
+                raise TenantNotInScope(f"No client partner {partner_id} in your scope.")
             return Merchant(
                 id=request.id or await TenantService.next_id(session, Merchant),
                 client_partner_id=partner.id,
@@ -143,13 +143,12 @@ class TenantAdmin:
         self, principal: Principal, merchant_id: int, request: MerchantUpdate
     ) -> Merchant:
         require(principal, Operation.MERCHANTS_MANAGE)
-        changes = request.model_dump(exclude_unset=True)
         async with self._db.unit_of_work() as session:
             merchant = await self._merchant(session, principal, merchant_id, lock=True)
-            self._apply(merchant, changes)
-            self._audit.record(
-                session, principal, AuditAction.MERCHANT_UPDATED, _subject(merchant), details=changes
-            )
+            if changes := self._apply(merchant, request.model_dump(exclude_unset=True)):
+                self._audit.record(
+                    session, principal, AuditAction.MERCHANT_UPDATED, _subject(merchant), details=changes
+                )
             return merchant
 
     # ------------------------------------------------------------------ stores
@@ -197,7 +196,10 @@ class TenantAdmin:
         now = self._clock.now()
 
         async def create(session: AsyncSession) -> Store:
-            merchant = await self._merchant(session, principal, merchant_id)
+            try:
+                merchant = await self._merchant(session, principal, merchant_id)
+            except MerchantNotFound:
+                raise TenantNotInScope(f"No merchant {merchant_id} in your scope.") from None
             return Store(
                 id=request.id or await TenantService.next_id(session, Store),
                 merchant_id=merchant.id,
@@ -214,23 +216,34 @@ class TenantAdmin:
 
     async def update_store(self, principal: Principal, store_id: int, request: StoreUpdate) -> Store:
         require(principal, Operation.STORES_MANAGE)
-        changes = request.model_dump(mode="json", exclude_unset=True)
+        wanted = request.model_dump(mode="json", exclude_unset=True)
+        if "fee_rules" in wanted:
+            if request.fee_rules is None:
+                raise Unprocessable("fee_rules is a list; [] removes every fee.")
+            # Whole rules, defaults included: exclude_unset would drop a rule's defaulted fields too.
+            wanted["fee_rules"] = [rule.model_dump(mode="json") for rule in request.fee_rules]
         async with self._db.unit_of_work() as session:
             store = await self._store(session, principal, store_id, lock=True)
-            self._apply(store, changes)
-            self._audit.record(
-                session, principal, AuditAction.STORE_UPDATED, _subject(store), details=changes
-            )
+            if changes := self._apply(store, wanted):
+                self._audit.record(
+                    session, principal, AuditAction.STORE_UPDATED, _subject(store), details=changes
+                )
             return store
 
     # ------------------------------------------------------------------ shared
 
-    def _apply(self, row: Merchant | Store, changes: dict[str, Any]) -> None:
-        for name, value in changes.items():
+    def _apply(self, row: Merchant | Store, wanted: dict[str, Any]) -> dict[str, Any]:
+        """Set what differs; returns {field: [before, after]} of what changed."""
+        changes: dict[str, Any] = {}
+        for name, value in wanted.items():
             if name == "is_active" and value is None:
                 raise Unprocessable("is_active is true or false.")
-            setattr(row, name, value)
-        row.updated_at = self._clock.now()
+            if getattr(row, name) != value:
+                changes[name] = [getattr(row, name), value]
+                setattr(row, name, value)
+        if changes:
+            row.updated_at = self._clock.now()
+        return changes
 
     async def _create(
         self, principal: Principal, build: Callable[[AsyncSession], Awaitable[Row]], action: AuditAction

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
 from paymux.core.inputs import InputModel
 from paymux.core.money import MAX_AMOUNT, CurrencyCode
@@ -54,25 +54,27 @@ class FeeRuleSync(InputModel):
     )
 
 
+def _one_rule_per_currency(rules: list[FeeRuleSync]) -> list[FeeRuleSync]:
+    currencies = [rule.currency for rule in rules]
+    if len(currencies) != len(set(currencies)):
+        raise ValueError("a store lists each fee currency at most once")
+    return rules
+
+
+FeeRules = Annotated[list[FeeRuleSync], AfterValidator(_one_rule_per_currency)]
+
+
 class StoreSync(InputModel):
     store_id: TenantId
     store_code: Code
     name: str | None = Field(default=None, max_length=200)
     is_active: bool = True
     provider_configs: list[ProviderConfigSync] = Field(default_factory=list, max_length=50)
-    fee_rules: list[FeeRuleSync] | None = Field(
+    fee_rules: FeeRules | None = Field(
         default=None,
         max_length=200,
         description="One rule per currency; omitted: kept as stored; [] removes every fee.",
     )
-
-    @field_validator("fee_rules")
-    @classmethod
-    def _one_rule_per_currency(cls, rules: list[FeeRuleSync] | None) -> list[FeeRuleSync] | None:
-        currencies = [rule.currency for rule in rules or []]
-        if len(currencies) != len(set(currencies)):
-            raise ValueError("a store lists each fee currency at most once")
-        return rules
 
     @field_validator("provider_configs")
     @classmethod
@@ -203,15 +205,13 @@ class StoreCreate(InputModel):
     )
     store_code: Code
     name: str | None = Field(default=None, max_length=200)
-    fee_rules: list[FeeRuleSync] = Field(default_factory=list, max_length=200)
+    fee_rules: FeeRules = Field(default_factory=list, max_length=200)
 
 
 class StoreUpdate(InputModel):
     name: str | None = Field(default=None, max_length=200)
     is_active: bool | None = None
-    fee_rules: list[FeeRuleSync] | None = Field(
-        default=None, max_length=200, description="Replaces the rules"
-    )
+    fee_rules: FeeRules | None = Field(default=None, max_length=200, description="Replaces the rules")
 
 
 class StoreOut(BaseModel):

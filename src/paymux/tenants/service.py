@@ -56,6 +56,11 @@ class BootstrapResult:
     client_secret: str
 
 
+# Bootstrap and single provider configs are operator tools (the CLI, the demo); without a named operator they
+# are recorded as paymux's own.
+OPERATOR = Principal.operator("paymux")
+
+
 class TenantService:
     def __init__(
         self,
@@ -384,7 +389,9 @@ class TenantService:
             updated_at=config.updated_at,
         )
 
-    async def configure_provider(self, store_id: int, config: ProviderConfigSync) -> None:
+    async def configure_provider(
+        self, store_id: int, config: ProviderConfigSync, *, actor: Principal | None = None
+    ) -> None:
         """Set one provider config of a store (the CLI and the demo; the portal uses sync)."""
         if config.provider_code not in self._providers:
             raise UnknownProviderCode(f"Unknown provider_code {config.provider_code!r}.")
@@ -393,6 +400,13 @@ class TenantService:
             if store is None:
                 raise StoreNotFound(f"No store {store_id}.")
             await self._upsert_provider_config(session, store, config)
+            self._audit.record(
+                session,
+                actor or OPERATOR,
+                AuditAction.PROVIDER_CONFIG_SET,
+                AuditObject("store", str(store.id), store.client_partner_id, store.merchant_id, store.id),
+                details={"provider_code": config.provider_code, "is_active": config.is_active},
+            )
 
     # ------------------------------------------------------------------ bootstrap (CLI)
 
@@ -405,6 +419,7 @@ class TenantService:
         client_name: str = "bootstrap",
         test_provider: bool = False,
         reuse_client: bool = False,
+        actor: Principal | None = None,
     ) -> BootstrapResult:
         """Create what does not exist of partner -> merchant -> store, and a new merchant-scoped API client.
 
@@ -475,6 +490,13 @@ class TenantService:
                     session, name=client_name, client_partner_id=partner.id, merchant_id=merchant.id
                 )
                 client_id, secret = issued.client.id, issued.secret
+                self._audit.record(
+                    session,
+                    actor or OPERATOR,
+                    AuditAction.API_CLIENT_CREATED,
+                    AuditObject("api_client", client_id, partner.id, merchant.id),
+                    details={"name": client_name},
+                )
             return BootstrapResult(
                 client_partner_id=partner.id,
                 merchant_id=merchant.id,
