@@ -16,6 +16,7 @@ from paymux.audit.models import AuditEvent
 from paymux.core.clock import Clock
 from paymux.core.db import Database
 from paymux.core.ids import new_id
+from paymux.core.pagination import fetch_page
 from paymux.gateway.permissions import Operation, require
 from paymux.gateway.principal import Principal
 
@@ -114,10 +115,7 @@ class AuditLog:
             statement = statement.where(AuditEvent.object_id == filters.object_id)
         if filters.actor_id is not None:
             statement = statement.where(AuditEvent.actor_id == filters.actor_id)
-        if starting_after is not None:
-            statement = statement.where(AuditEvent.id < starting_after)
         async with self._db.reading() as session:
-            rows = list(
-                (await session.execute(statement.order_by(AuditEvent.id.desc()).limit(limit + 1))).scalars()
+            return await fetch_page(
+                session, statement, AuditEvent.id, limit=limit, starting_after=starting_after
             )
-        return rows[:limit], len(rows) > limit

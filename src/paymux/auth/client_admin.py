@@ -15,6 +15,7 @@ from paymux.auth.service import ApiClientService, IssuedClient
 from paymux.core.clock import Clock
 from paymux.core.db import Database
 from paymux.core.errors import Conflict, NotFound
+from paymux.core.pagination import fetch_page
 from paymux.gateway.permissions import Operation, require
 from paymux.gateway.principal import Principal
 from paymux.tenants.errors import TenantNotInScope
@@ -50,13 +51,10 @@ class ApiClientAdmin:
     ) -> tuple[list[ApiClient], bool]:
         require(principal, Operation.API_CLIENTS_READ)
         statement = principal.scope(select(ApiClient), ApiClient)
-        if starting_after is not None:
-            statement = statement.where(ApiClient.id < starting_after)
         async with self._db.reading() as session:
-            rows = list(
-                (await session.execute(statement.order_by(ApiClient.id.desc()).limit(limit + 1))).scalars()
+            return await fetch_page(
+                session, statement, ApiClient.id, limit=limit, starting_after=starting_after
             )
-        return rows[:limit], len(rows) > limit
 
     async def get(self, principal: Principal, client_id: str) -> ApiClient:
         require(principal, Operation.API_CLIENTS_READ)
@@ -88,16 +86,11 @@ class ApiClientAdmin:
                 principal.merchant_id,
                 principal.store_id,
             )
-        try:
-            partner_id, merchant_id, store_id = await self._tenants.resolve_scope(
-                partner_id=partner_id, merchant_id=merchant_id, store_id=store_id
-            )
-        except (NotFound, Conflict):
-            raise TenantNotInScope("No such partner, merchant or store in your scope.") from None
-        if partner_id is None or not principal.covers(
-            client_partner_id=partner_id, merchant_id=merchant_id, store_id=store_id
-        ):
-            raise TenantNotInScope("No such partner, merchant or store in your scope.")
+        partner_id, merchant_id, store_id = await self._tenants.resolve_within(
+            principal, partner_id=partner_id, merchant_id=merchant_id, store_id=store_id
+        )
+        if partner_id is None:  # a SYSTEM_OP named no tenant: API clients belong to one
+            raise TenantNotInScope("Name the partner, merchant or store the client belongs to.")
         async with self._db.unit_of_work() as session:
             issued = await self._clients.create(
                 session, name=name, client_partner_id=partner_id, merchant_id=merchant_id, store_id=store_id

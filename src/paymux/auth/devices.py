@@ -40,6 +40,7 @@ from paymux.core.clock import Clock
 from paymux.core.db import Database
 from paymux.core.errors import Conflict, NotFound, Unprocessable
 from paymux.core.ids import new_id
+from paymux.core.pagination import fetch_page
 from paymux.gateway.permissions import DeviceScope, Operation, require
 from paymux.gateway.principal import Principal
 from paymux.tenants.errors import TenantNotInScope
@@ -194,13 +195,8 @@ class DeviceService:
         statement = principal.scope(select(Device), Device)
         if store_id is not None:
             statement = statement.where(Device.store_id == store_id)
-        if starting_after is not None:
-            statement = statement.where(Device.id < starting_after)
         async with self._db.reading() as session:
-            rows = list(
-                (await session.execute(statement.order_by(Device.id.desc()).limit(limit + 1))).scalars()
-            )
-        return rows[:limit], len(rows) > limit
+            return await fetch_page(session, statement, Device.id, limit=limit, starting_after=starting_after)
 
     async def revoke(self, principal: Principal, device_id: str) -> Device:
         """The device can no longer get tokens; a token it holds runs out within 90 seconds."""

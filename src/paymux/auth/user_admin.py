@@ -16,10 +16,9 @@ from paymux.auth.models import RefreshToken, User
 from paymux.auth.users import UserNotFound, UserScope, UserService, check_scope_fits
 from paymux.core.clock import Clock
 from paymux.core.db import Database
-from paymux.core.errors import Conflict, NotFound
+from paymux.core.pagination import fetch_page
 from paymux.gateway.permissions import Operation, OperationForbidden, outranks, require
 from paymux.gateway.principal import CallerType, Principal, Role
-from paymux.tenants.errors import TenantNotInScope
 from paymux.tenants.service import TenantService
 
 
@@ -49,13 +48,8 @@ class UserAdmin:
         statement = principal.scope(select(User), User)
         if role is not None:
             statement = statement.where(User.role == role.value)
-        if starting_after is not None:
-            statement = statement.where(User.id < starting_after)
         async with self._db.reading() as session:
-            rows = list(
-                (await session.execute(statement.order_by(User.id.desc()).limit(limit + 1))).scalars()
-            )
-        return rows[:limit], len(rows) > limit
+            return await fetch_page(session, statement, User.id, limit=limit, starting_after=starting_after)
 
     async def get(self, principal: Principal, user_id: str) -> User:
         require(principal, Operation.USERS_READ)
@@ -160,15 +154,9 @@ class UserAdmin:
                 principal.merchant_id,
                 principal.store_id,
             )
-        try:
-            partner_id, merchant_id, store_id = await self._tenants.resolve_scope(
-                partner_id=partner_id, merchant_id=merchant_id, store_id=store_id
-            )
-        except (NotFound, Conflict):
-            raise TenantNotInScope("No such partner, merchant or store in your scope.") from None
-        # Out of scope reads the same as absent, so an admin cannot probe other tenants' ids.
-        if not principal.covers(client_partner_id=partner_id, merchant_id=merchant_id, store_id=store_id):
-            raise TenantNotInScope("No such partner, merchant or store in your scope.")
+        partner_id, merchant_id, store_id = await self._tenants.resolve_within(
+            principal, partner_id=partner_id, merchant_id=merchant_id, store_id=store_id
+        )
         scope = UserScope(client_partner_id=partner_id, merchant_id=merchant_id, store_id=store_id)
         check_scope_fits(role, scope)
         return scope

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel
+from sqlalchemy import Select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from paymux.core.inputs import ID_PATTERN
 
@@ -30,3 +33,19 @@ class Page(BaseModel, Generic[T]):
 def split_page(rows: Sequence[T], limit: int) -> tuple[list[T], bool]:
     """Rows were fetched with `limit + 1`: the extra row only tells whether there is a next page."""
     return list(rows[:limit]), len(rows) > limit
+
+
+async def fetch_page(
+    session: AsyncSession,
+    statement: Select[T],
+    key: InstrumentedAttribute[Any],
+    *,
+    limit: int,
+    starting_after: Any | None,
+    newest_first: bool = True,
+) -> tuple[list[T], bool]:
+    """One page of `statement`'s objects ordered by `key` (an id column), after the cursor `starting_after`."""
+    if starting_after is not None:
+        statement = statement.where(key < starting_after if newest_first else key > starting_after)
+    ordered = statement.order_by(key.desc() if newest_first else key).limit(limit + 1)
+    return split_page(list((await session.execute(ordered)).scalars()), limit)

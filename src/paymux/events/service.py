@@ -12,6 +12,7 @@ from paymux.core.clock import Clock
 from paymux.core.db import Database
 from paymux.core.errors import NotFound
 from paymux.core.ids import new_id
+from paymux.core.pagination import fetch_page
 from paymux.events.models import Event
 from paymux.gateway.permissions import Operation, require
 from paymux.gateway.principal import Principal
@@ -69,13 +70,8 @@ class EventService:
             statement = statement.where(Event.type == type)
         if object_id is not None:
             statement = statement.where(Event.object_id == object_id)
-        if starting_after is not None:
-            statement = statement.where(Event.id < starting_after)
         async with self._db.reading() as session:
-            rows = list(
-                (await session.execute(statement.order_by(Event.id.desc()).limit(limit + 1))).scalars()
-            )
-        return rows[:limit], len(rows) > limit
+            return await fetch_page(session, statement, Event.id, limit=limit, starting_after=starting_after)
 
     async def get(self, principal: Principal, event_id: str) -> Event:
         require(principal, Operation.EVENTS_READ)

@@ -35,6 +35,7 @@ from paymux.core.clock import Clock
 from paymux.core.db import Database
 from paymux.core.errors import Conflict, Forbidden, NotFound, Unprocessable
 from paymux.core.ids import new_id
+from paymux.core.pagination import fetch_page
 from paymux.gateway.permissions import Operation, require
 from paymux.gateway.principal import Principal
 from paymux.payments.service import PaymentService, SettledTransaction, TenantScope
@@ -702,15 +703,10 @@ class ReconciliationService:
             statement = statement.where(ReconciliationRun.merchant_id == scope.merchant_id)
         if provider is not None:
             statement = statement.where(ReconciliationRun.provider == provider)
-        if starting_after is not None:
-            statement = statement.where(ReconciliationRun.id < starting_after)
         async with self._db.reading() as session:
-            rows = list(
-                (
-                    await session.execute(statement.order_by(ReconciliationRun.id.desc()).limit(limit + 1))
-                ).scalars()
+            return await fetch_page(
+                session, statement, ReconciliationRun.id, limit=limit, starting_after=starting_after
             )
-        return rows[:limit], len(rows) > limit
 
     async def list_exceptions(
         self,
@@ -728,15 +724,15 @@ class ReconciliationService:
             statement = statement.where(ReconciliationException.status == status.value)
         if kind is not None:
             statement = statement.where(ReconciliationException.kind == kind.value)
-        if starting_after is not None:
-            statement = statement.where(ReconciliationException.id > starting_after)
         async with self._db.reading() as session:
-            rows = list(
-                (
-                    await session.execute(statement.order_by(ReconciliationException.id).limit(limit + 1))
-                ).scalars()
+            return await fetch_page(
+                session,
+                statement,
+                ReconciliationException.id,
+                limit=limit,
+                starting_after=starting_after,
+                newest_first=False,
             )
-        return rows[:limit], len(rows) > limit
 
     async def resolve(
         self, principal: Principal, exception_id: str, *, reason: str, from_address: str | None

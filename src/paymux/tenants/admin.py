@@ -17,6 +17,7 @@ from paymux.audit.service import AuditAction, AuditLog, AuditObject
 from paymux.core.clock import Clock
 from paymux.core.db import Database
 from paymux.core.errors import NotFound, Unprocessable
+from paymux.core.pagination import fetch_page
 from paymux.gateway.permissions import Operation, require
 from paymux.gateway.principal import Principal
 from paymux.tenants.errors import MerchantNotFound, StoreNotFound, TenantConflict, TenantNotInScope
@@ -61,13 +62,15 @@ class TenantAdmin:
         statement = select(ClientPartner)
         if principal.client_partner_id is not None:
             statement = statement.where(ClientPartner.id == principal.client_partner_id)
-        if starting_after is not None:
-            statement = statement.where(ClientPartner.id > starting_after)
         async with self._db.reading() as session:
-            rows = list(
-                (await session.execute(statement.order_by(ClientPartner.id).limit(limit + 1))).scalars()
+            return await fetch_page(
+                session,
+                statement,
+                ClientPartner.id,
+                limit=limit,
+                starting_after=starting_after,
+                newest_first=False,
             )
-        return rows[:limit], len(rows) > limit
 
     async def get_partner(self, principal: Principal, partner_id: int) -> ClientPartner:
         require(principal, Operation.PARTNERS_READ)
@@ -166,11 +169,10 @@ class TenantAdmin:
             statement = statement.where(Store.id == principal.store_id)
         if merchant_id is not None:
             statement = statement.where(Store.merchant_id == merchant_id)
-        if starting_after is not None:
-            statement = statement.where(Store.id > starting_after)
         async with self._db.reading() as session:
-            rows = list((await session.execute(statement.order_by(Store.id).limit(limit + 1))).scalars())
-        return rows[:limit], len(rows) > limit
+            return await fetch_page(
+                session, statement, Store.id, limit=limit, starting_after=starting_after, newest_first=False
+            )
 
     async def get_store(self, principal: Principal, store_id: int) -> Store:
         require(principal, Operation.STORES_READ)

@@ -13,7 +13,9 @@ from paymux.auth.service import ApiClientService
 from paymux.core.clock import Clock
 from paymux.core.crypto import EnvelopeCipher, mask_secret
 from paymux.core.db import Database
+from paymux.core.errors import Conflict, NotFound
 from paymux.core.ids import new_id
+from paymux.core.pagination import fetch_page
 from paymux.gateway.permissions import Operation, require
 from paymux.gateway.principal import CallerType, Principal
 from paymux.ledger.fees import FeeRule
@@ -24,6 +26,7 @@ from paymux.tenants.errors import (
     StoreNotFound,
     SyncForbidden,
     TenantConflict,
+    TenantNotInScope,
     UnknownProviderCode,
 )
 from paymux.tenants.models import ClientPartner, Merchant, Store, StoreProviderConfig
@@ -275,11 +278,15 @@ class TenantService:
             statement = statement.where(Merchant.client_partner_id == principal.client_partner_id)
         if principal.merchant_id is not None:
             statement = statement.where(Merchant.id == principal.merchant_id)
-        if starting_after is not None:
-            statement = statement.where(Merchant.id > starting_after)
         async with self._db.reading() as session:
-            rows = list((await session.execute(statement.order_by(Merchant.id).limit(limit + 1))).scalars())
-        return rows[:limit], len(rows) > limit
+            return await fetch_page(
+                session,
+                statement,
+                Merchant.id,
+                limit=limit,
+                starting_after=starting_after,
+                newest_first=False,
+            )
 
     async def resolve_scope(
         self, *, partner_id: int | None, merchant_id: int | None, store_id: int | None
@@ -306,6 +313,22 @@ class TenantService:
             if partner_id is not None and await session.get(ClientPartner, partner_id) is None:
                 raise TenantConflict(f"No client partner {partner_id}.")
         return partner_id, merchant_id, store_id
+
+    async def resolve_within(
+        self, principal: Principal, *, partner_id: int | None, merchant_id: int | None, store_id: int | None
+    ) -> tuple[int | None, int | None, int | None]:
+        """`resolve_scope` for an object an admin creates: it must lie within the admin's scope, and ids outside
+        it read as absent ones (404 tenant_not_found), so an admin cannot probe other tenants' ids."""
+        try:
+            resolved = await self.resolve_scope(
+                partner_id=partner_id, merchant_id=merchant_id, store_id=store_id
+            )
+        except (NotFound, Conflict):
+            raise TenantNotInScope("No such partner, merchant or store in your scope.") from None
+        partner, merchant, store = resolved
+        if not principal.covers(client_partner_id=partner, merchant_id=merchant, store_id=store):
+            raise TenantNotInScope("No such partner, merchant or store in your scope.")
+        return resolved
 
     async def merchant_in_scope(self, principal: Principal, merchant_id: int) -> Merchant:
         async with self._db.reading() as session:

@@ -13,6 +13,7 @@ from paymux.core.clock import Clock
 from paymux.core.crypto import EnvelopeCipher
 from paymux.core.db import Database
 from paymux.core.ids import new_id
+from paymux.core.pagination import fetch_page
 from paymux.events.catalogue import subscribes
 from paymux.events.models import Event
 from paymux.events.service import EventNotFound
@@ -159,15 +160,10 @@ class WebhookService:
         statement = principal.scope(
             select(WebhookEndpoint).where(WebhookEndpoint.deleted_at.is_(None)), WebhookEndpoint
         )
-        if starting_after is not None:
-            statement = statement.where(WebhookEndpoint.id < starting_after)
         async with self._db.reading() as session:
-            rows = list(
-                (
-                    await session.execute(statement.order_by(WebhookEndpoint.id.desc()).limit(limit + 1))
-                ).scalars()
+            return await fetch_page(
+                session, statement, WebhookEndpoint.id, limit=limit, starting_after=starting_after
             )
-        return rows[:limit], len(rows) > limit
 
     async def update(
         self, principal: Principal, endpoint_id: str, request: WebhookEndpointUpdate
