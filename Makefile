@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck unit venv dev-venv clean
+.PHONY: run test lint typecheck unit venv dev-venv clean bench bench-quick bench-soak
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "paymux needs Python 3.11 or newer (set PYTHON=python3.11)")'
@@ -54,6 +54,18 @@ unit: dev-venv
 		echo "== SQLite pass exit $$sqlite, PostgreSQL pass exit $$postgres"; \
 		[[ $$sqlite -eq 0 && $$postgres -eq 0 ]]; \
 	fi
+
+# The benchmarks need PostgreSQL and Redis (PAYMUX_BENCH_DATABASE_URL, PAYMUX_BENCH_REDIS_URL; defaults: database
+# paymux_bench on 127.0.0.1, Redis db 12) and Node.js for the load generator. See docs/benchmarks.md.
+## bench: the full benchmark suite (about 10 minutes); bench-quick: about a minute; bench-soak: 10 minutes at 50%
+bench: dev-venv
+	$(BIN)/python bench/suite.py
+
+bench-quick: dev-venv
+	$(BIN)/python bench/suite.py --quick
+
+bench-soak: dev-venv
+	$(BIN)/python bench/suite.py --soak
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

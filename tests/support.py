@@ -1,4 +1,4 @@
-"""Helpers for tests: tenant factories and clients that speak paymux's auth schemes."""
+"""Helpers for tests: tenant factories, clients that speak paymux's auth schemes, and checks of the answers."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from paymux.core.clock import Clock
 from paymux.gateway.hmac_signing import authorization_header
 
 _refs = itertools.count(1)
+
+PROBLEM_JSON = "application/problem+json"
 
 
 @dataclass(frozen=True)
@@ -108,3 +110,19 @@ def intent_body(tenant: Tenant, **overrides: Any) -> dict[str, Any]:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def ok(response: httpx.Response, status: int = 200) -> dict[str, Any]:
+    """The JSON body of a response of `status`; fails the test on any other status."""
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The body of an RFC 9457 problem+json response of `status` and paymux error `code`."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM_JSON)
+    body: dict[str, Any] = response.json()
+    assert (body["status"], body["code"]) == (status, code)
+    return body

@@ -10,54 +10,42 @@ each admin only its own part of it, with filters and cursor pagination.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import FastAPI
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from paymux.audit.models import AuditEvent
-from paymux.auth.models import User
-from paymux.auth.users import UserScope
 from paymux.container import Container
 from paymux.core.clock import FrozenClock
 from paymux.gateway.principal import CallerType, Principal, Role
+from tests.portal import (
+    LOGIN,
+    PASSWORD,
+    Cast,
+    Portal,
+    device_key_pair,
+    device_token_response,
+    make_user,
+    register_device,
+    sign_in,
+    sign_in_cast,
+    signed_in,
+)
 from tests.reconciliation.support import csv_bytes, exceptions_of, iso, uploaded
-from tests.support import ServerClient, Tenant, bearer, bootstrap_tenant
+from tests.support import ServerClient, Tenant, assert_problem, bearer, bootstrap_tenant, ok
 
-PASSWORD = "correct horse battery staple"
-PROBLEM_JSON = "application/problem+json"
 AUDIT_EVENTS = "/api/v1/audit_events"
-LOGIN = "/api/v1/auth/login"
 IMPERSONATE = "/api/v1/auth/impersonate"
 HTTP_IP = "203.0.113.7"  # the `http` fixture's client address
 ELSEWHERE_IP = "198.51.100.9"
-TOKEN_ENDPOINT = "http://paymux.test/auth/device/token"
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM_JSON)
-    body: dict[str, Any] = response.json()
-    assert (body["status"], body["code"]) == (status, code)
-    return body
-
-
-def ok(response: httpx.Response, status: int = 200) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 @pytest.fixture
@@ -66,74 +54,6 @@ async def elsewhere(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, client=(ELSEWHERE_IP, 40000))
     async with httpx.AsyncClient(transport=transport, base_url="http://paymux.test") as client:
         yield client
-
-
-async def make_user(
-    container: Container,
-    email: str,
-    role: Role,
-    *,
-    partner: int | None = None,
-    merchant: int | None = None,
-    store: int | None = None,
-    actor: Principal | None = None,
-) -> User:
-    partner_id, merchant_id, store_id = await container.tenants.resolve_scope(
-        partner_id=partner, merchant_id=merchant, store_id=store
-    )
-    return await container.users.create(
-        email=email,
-        password=PASSWORD,
-        role=role,
-        scope=UserScope(partner_id, merchant_id, store_id),
-        actor=actor,
-    )
-
-
-@dataclass
-class Portal:
-    """A signed-in portal user and the client it calls from."""
-
-    http: httpx.AsyncClient
-    user: User
-    access_token: str
-
-    @property
-    def id(self) -> str:
-        return self.user.id
-
-    async def request(self, method: str, path: str, body: Any = None, **params: Any) -> httpx.Response:
-        return await self.http.request(
-            method, path, json=body, params=params or None, headers=bearer(self.access_token)
-        )
-
-    async def get(self, path: str, **params: Any) -> httpx.Response:
-        return await self.request("GET", path, **params)
-
-    async def post(self, path: str, body: Any = None) -> httpx.Response:
-        return await self.request("POST", path, body)
-
-    async def patch(self, path: str, body: Any) -> httpx.Response:
-        return await self.request("PATCH", path, body)
-
-
-async def signed_in(http: httpx.AsyncClient, user: User) -> Portal:
-    tokens = ok(await http.post(LOGIN, json={"email": user.email, "password": PASSWORD}))
-    return Portal(http, user, tokens["access_token"])
-
-
-async def sign_in(
-    http: httpx.AsyncClient,
-    container: Container,
-    email: str,
-    role: Role,
-    *,
-    partner: int | None = None,
-    merchant: int | None = None,
-    store: int | None = None,
-) -> Portal:
-    user = await make_user(container, email, role, partner=partner, merchant=merchant, store=store)
-    return await signed_in(http, user)
 
 
 async def rows(container: Container, **where: Any) -> list[AuditEvent]:
@@ -184,39 +104,14 @@ async def every_page(portal: Portal, **filters: Any) -> list[list[str]]:
         after = page["data"][-1]["id"]
 
 
-def device_key_pair() -> tuple[ec.EllipticCurvePrivateKey, dict[str, Any]]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    jwk: dict[str, Any] = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
-    return key, jwk
-
-
 async def device_access_token(
     http: httpx.AsyncClient, container: Container, clock: FrozenClock, store_id: int
 ) -> str:
     """A registered POS device's access token, got the way a terminal gets it (a signed client assertion)."""
-    key, jwk = device_key_pair()
-    device = await container.devices.register(
-        Principal.operator("ops"), store_id=store_id, serial_number="POS-1", jwk=jwk, scopes=["payment:read"]
+    device_id, key = await register_device(
+        container, store_id, ["payment:read"], serial_number="POS-1", operator="ops"
     )
-    now = int(clock.now().timestamp())
-    assertion = jwt.encode(
-        {
-            "iss": device.id,
-            "sub": device.id,
-            "aud": TOKEN_ENDPOINT,
-            "iat": now,
-            "exp": now + 60,
-            "jti": uuid.uuid4().hex,
-        },
-        key,
-        algorithm="ES256",
-    )
-    form = {
-        "grant_type": "client_credentials",
-        "client_assertion_type": ASSERTION_TYPE,
-        "client_assertion": assertion,
-    }
-    token: str = ok(await http.post("/auth/device/token", data=form))["access_token"]
+    token: str = (await device_token_response(http, device_id, key, clock))["access_token"]
     return token
 
 
@@ -848,44 +743,12 @@ async def test_audit_rows_cannot_be_deleted_on_postgres(container: Container, te
 # ---------------------------------------------------------------------------------------------- listing
 
 
-@dataclass
-class Cast:
-    op: Portal
-    acme_psp: Portal
-    acme_admin: Portal
-    acme_manager: Portal
-    acme_staff: Portal
-    globex_psp: Portal
-    globex_admin: Portal
-
-
 @pytest.fixture
 async def cast(
     http: httpx.AsyncClient, container: Container, tenant: Tenant, other_tenant: Tenant, clock: FrozenClock
 ) -> Cast:
     """Portal users of acme and globex, signed in one second apart (each sign-in is an audit event)."""
-
-    async def staffed(
-        email: str,
-        role: Role,
-        *,
-        partner: int | None = None,
-        merchant: int | None = None,
-        store: int | None = None,
-    ) -> Portal:
-        clock.advance(1)
-        return await sign_in(http, container, email, role, partner=partner, merchant=merchant, store=store)
-
-    acme, globex = tenant, other_tenant
-    return Cast(
-        op=await staffed("op@paymux.example", Role.SYSTEM_OP),
-        acme_psp=await staffed("psp@acme.example", Role.PSP_ADMIN, partner=acme.client_partner_id),
-        acme_admin=await staffed("admin@acme.example", Role.MERCHANT_ADMIN, merchant=acme.merchant_id),
-        acme_manager=await staffed("manager@acme.example", Role.STORE_MANAGER, store=acme.store_id),
-        acme_staff=await staffed("staff@acme.example", Role.STAFF, store=acme.store_id),
-        globex_psp=await staffed("psp@globex.example", Role.PSP_ADMIN, partner=globex.client_partner_id),
-        globex_admin=await staffed("admin@globex.example", Role.MERCHANT_ADMIN, merchant=globex.merchant_id),
-    )
+    return await sign_in_cast(http, container, tenant, other_tenant, before_each=lambda: clock.advance(1))
 
 
 async def test_each_admin_lists_the_audit_events_of_its_own_scope(

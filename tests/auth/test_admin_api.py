@@ -10,26 +10,31 @@ finds another merchant's objects in a list.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from paymux.auth.models import User
-from paymux.auth.users import UserScope
 from paymux.config import Settings
 from paymux.container import Container
 from paymux.core.clock import FrozenClock
 from paymux.gateway.principal import Principal, Role
-from tests.support import ServerClient, Tenant, bearer, intent_body
+from tests.portal import (
+    PASSWORD,
+    Cast,
+    Portal,
+    claims_of,
+    device_public_jwk,
+    login,
+    sign_in,
+    sign_in_cast,
+    signed_in,
+)
+from tests.support import ServerClient, Tenant, assert_problem, intent_body, ok
 
-PASSWORD = "correct horse battery staple"
-PROBLEM_JSON = "application/problem+json"
-LOGIN = "/api/v1/auth/login"
 REFRESH = "/api/v1/auth/refresh"
 PARTNERS = "/api/v1/partners"
 MERCHANTS = "/api/v1/merchants"
@@ -52,105 +57,10 @@ def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"ratelimit_ip": "2000/minute"})
 
 
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM_JSON)
-    body: dict[str, Any] = response.json()
-    assert (body["status"], body["code"]) == (status, code)
-    return body
-
-
-def ok(response: httpx.Response, status: int = 200) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
 def assert_same_404(aimed: httpx.Response, missing: httpx.Response) -> None:
     """An object outside the caller's scope answers exactly like one that does not exist."""
     assert aimed.status_code == 404, aimed.text
     assert (aimed.status_code, aimed.json()["code"]) == (missing.status_code, missing.json()["code"])
-
-
-def claims_of(token: str) -> dict[str, Any]:
-    claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
-    return claims
-
-
-def device_public_jwk() -> dict[str, Any]:
-    """The public half of a fresh EC P-256 key, as a SmartPOS terminal would register it."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    jwk: dict[str, Any] = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
-    return jwk
-
-
-@dataclass
-class Portal:
-    """A signed-in portal user: its account, its tokens and the client it calls from."""
-
-    http: httpx.AsyncClient
-    user: User
-    access_token: str
-    refresh_token: str
-
-    @property
-    def id(self) -> str:
-        return self.user.id
-
-    async def request(self, method: str, path: str, body: Any = None, **params: Any) -> httpx.Response:
-        return await self.http.request(
-            method, path, json=body, params=params or None, headers=bearer(self.access_token)
-        )
-
-    async def get(self, path: str, **params: Any) -> httpx.Response:
-        return await self.request("GET", path, **params)
-
-    async def post(self, path: str, body: Any = None) -> httpx.Response:
-        return await self.request("POST", path, body)
-
-    async def patch(self, path: str, body: Any) -> httpx.Response:
-        return await self.request("PATCH", path, body)
-
-
-async def make_user(
-    container: Container,
-    email: str,
-    role: Role,
-    *,
-    partner: int | None = None,
-    merchant: int | None = None,
-    store: int | None = None,
-) -> User:
-    """A user as `paymux users create` makes one: the narrowest id completes the scope."""
-    partner_id, merchant_id, store_id = await container.tenants.resolve_scope(
-        partner_id=partner, merchant_id=merchant, store_id=store
-    )
-    return await container.users.create(
-        email=email, password=PASSWORD, role=role, scope=UserScope(partner_id, merchant_id, store_id)
-    )
-
-
-async def login(http: httpx.AsyncClient, email: str, password: str = PASSWORD) -> httpx.Response:
-    return await http.post(LOGIN, json={"email": email, "password": password})
-
-
-async def signed_in(http: httpx.AsyncClient, user: User, password: str = PASSWORD) -> Portal:
-    tokens = ok(await login(http, user.email, password))
-    return Portal(http, user, tokens["access_token"], tokens["refresh_token"])
-
-
-async def sign_in(
-    http: httpx.AsyncClient,
-    container: Container,
-    email: str,
-    role: Role,
-    *,
-    partner: int | None = None,
-    merchant: int | None = None,
-    store: int | None = None,
-) -> Portal:
-    user = await make_user(container, email, role, partner=partner, merchant=merchant, store=store)
-    return await signed_in(http, user)
 
 
 def ids(page: dict[str, Any]) -> list[Any]:
@@ -171,41 +81,9 @@ async def every_page(portal: Portal, path: str, **params: Any) -> list[list[Any]
         after = page["data"][-1]["id"]
 
 
-@dataclass
-class Cast:
-    """Acme (the `tenant` fixture) and globex (`other_tenant`) staffed with portal users, all signed in."""
-
-    op: Portal
-    acme_psp: Portal
-    acme_admin: Portal
-    acme_manager: Portal
-    acme_staff: Portal
-    globex_psp: Portal
-    globex_admin: Portal
-
-
 @pytest.fixture
 async def cast(http: httpx.AsyncClient, container: Container, tenant: Tenant, other_tenant: Tenant) -> Cast:
-    acme, globex = tenant, other_tenant
-    return Cast(
-        op=await sign_in(http, container, "op@paymux.example", Role.SYSTEM_OP),
-        acme_psp=await sign_in(
-            http, container, "psp@acme.example", Role.PSP_ADMIN, partner=acme.client_partner_id
-        ),
-        acme_admin=await sign_in(
-            http, container, "admin@acme.example", Role.MERCHANT_ADMIN, merchant=acme.merchant_id
-        ),
-        acme_manager=await sign_in(
-            http, container, "manager@acme.example", Role.STORE_MANAGER, store=acme.store_id
-        ),
-        acme_staff=await sign_in(http, container, "staff@acme.example", Role.STAFF, store=acme.store_id),
-        globex_psp=await sign_in(
-            http, container, "psp@globex.example", Role.PSP_ADMIN, partner=globex.client_partner_id
-        ),
-        globex_admin=await sign_in(
-            http, container, "admin@globex.example", Role.MERCHANT_ADMIN, merchant=globex.merchant_id
-        ),
-    )
+    return await sign_in_cast(http, container, tenant, other_tenant)
 
 
 # ---------------------------------------------------------------------------------------------- partners

@@ -53,21 +53,25 @@ from paymux.container import Container
 from paymux.core.clock import FrozenClock
 from paymux.gateway.principal import Principal, Role
 from tests.conftest import ON_POSTGRES
+from tests.portal import (
+    DEVICE_TOKEN_PATH,
+    DEVICE_TOKEN_URL,
+    PASSWORD,
+    assertion_claims,
+    new_user_access_token,
+    register_device,
+    token_request_form,
+)
 from tests.support import ServerClient, Tenant, bearer, bootstrap_tenant, intent_body
 
 BASE_URL = "http://paymux.test"  # the `http` fixture's: the URL a device calls
-TOKEN_PATH = "/auth/device/token"
-TOKEN_URL = BASE_URL + TOKEN_PATH
 JWKS_PATH = "/.well-known/jwks.json"
 DEVICES = "/api/v1/devices"
 INTENTS = "/v1/payment_intents"
-LOGIN = "/api/v1/auth/login"
 AUDIT_EVENTS = "/api/v1/audit_events"
 FORM = "application/x-www-form-urlencoded"
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"  # RFC 7523 section 2.2
 DEVICE_ISSUER = "svc-portal-devices"
 ACCESS_TOKEN_AUDIENCE = "paymux"
-PASSWORD = "correct horse battery staple"
 TILL_SCOPES = ["payment:create", "payment:read"]
 EVERY_SCOPE = [
     "bill:create",
@@ -134,16 +138,7 @@ class Pos:
 
     def claims(self, **changes: Any) -> dict[str, Any]:
         """An assertion's claims as docs/security.md shows them, with `changes` applied (OMIT drops one)."""
-        now = int(self.clock.now().timestamp())
-        claims: dict[str, Any] = {
-            "iss": self.client_id,
-            "sub": self.client_id,
-            "aud": TOKEN_URL,
-            "iat": now,
-            "exp": now + 60,
-            "jti": secrets.token_urlsafe(16),
-        }
-        claims.update(changes)
+        claims = assertion_claims(self.client_id, self.clock) | changes
         return {name: value for name, value in claims.items() if value is not OMIT}
 
     def assertion(self, **changes: Any) -> str:
@@ -152,11 +147,9 @@ class Pos:
     def form(self, assertion: str | None = None, **fields: str | _Omit) -> dict[str, str]:
         """The token request's form: client_credentials with this device's assertion (a fresh one by default)."""
         form: dict[str, str | _Omit] = {
-            "grant_type": "client_credentials",
-            "client_assertion_type": ASSERTION_TYPE,
-            "client_assertion": self.assertion() if assertion is None else assertion,
+            **token_request_form(self.assertion() if assertion is None else assertion),
+            **fields,
         }
-        form.update(fields)
         return {name: value for name, value in form.items() if isinstance(value, str)}
 
 
@@ -169,19 +162,14 @@ async def register_pos(
     serial: str | None = None,
 ) -> Pos:
     """A device registered by the operator (the CLI's principal), with a fresh P-256 key."""
-    key = ECKey.generate_key("P-256")
-    device = await container.devices.register(
-        Principal.operator("test"),
-        store_id=store_id,
-        serial_number=serial or f"SN-{secrets.token_hex(4)}",
-        jwk=dict(key.as_dict(private=False)),
-        scopes=TILL_SCOPES if scopes is None else scopes,
+    client_id, key = await register_device(
+        container, store_id, TILL_SCOPES if scopes is None else scopes, serial_number=serial
     )
-    return Pos(device.id, key, clock)
+    return Pos(client_id, key, clock)
 
 
 async def request_token(http: httpx.AsyncClient, form: Mapping[str, str]) -> httpx.Response:
-    return await http.post(TOKEN_PATH, data=dict(form))
+    return await http.post(DEVICE_TOKEN_PATH, data=dict(form))
 
 
 async def access_token(http: httpx.AsyncClient, pos: Pos, **fields: str) -> str:
@@ -240,16 +228,8 @@ async def user_token(
     container: Container, http: httpx.AsyncClient, role: Role, tenant: Tenant, *, store_id: int | None = None
 ) -> str:
     """A signed-in portal user of `role`, scoped to the tenant's merchant (or one of its stores)."""
-    email = f"{role.lower()}-{secrets.token_hex(4)}@example.com"
-    await container.users.create(
-        email=email,
-        password=PASSWORD,
-        role=role,
-        scope=UserScope(tenant.client_partner_id, tenant.merchant_id, store_id),
-    )
-    response = await http.post(LOGIN, json={"email": email, "password": PASSWORD})
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
+    scope = UserScope(tenant.client_partner_id, tenant.merchant_id, store_id)
+    return await new_user_access_token(http, container, role, scope)
 
 
 def registration(
@@ -330,11 +310,11 @@ async def test_a_requested_subset_of_scopes_is_all_the_token_grants(
 # Tolerances the contract grants; each must still give a token.
 ACCEPTED: dict[str, Callable[[Pos, Settings], tuple[dict[str, str], str]]] = {
     "aud naming the endpoint at PAYMUX_PUBLIC_URL": lambda pos, settings: (
-        pos.form(pos.assertion(aud=settings.public_url.rstrip("/") + TOKEN_PATH)),
+        pos.form(pos.assertion(aud=settings.public_url.rstrip("/") + DEVICE_TOKEN_PATH)),
         FORM,
     ),
     "aud as a list that holds the endpoint": lambda pos, _: (
-        pos.form(pos.assertion(aud=["https://elsewhere.example/token", TOKEN_URL])),
+        pos.form(pos.assertion(aud=["https://elsewhere.example/token", DEVICE_TOKEN_URL])),
         FORM,
     ),
     "exp exactly five minutes out": lambda pos, _: (
@@ -362,7 +342,7 @@ async def test_assertions_within_the_contracts_tolerances_get_tokens(
     for name, build in ACCEPTED.items():
         form, content_type = build(pos, settings)
         response = await http.post(
-            TOKEN_PATH, content=urlencode(form).encode(), headers={"Content-Type": content_type}
+            DEVICE_TOKEN_PATH, content=urlencode(form).encode(), headers={"Content-Type": content_type}
         )
         if response.status_code != 200:
             refused[name] = response.text
@@ -558,7 +538,7 @@ async def test_every_refused_token_request_is_the_contracts_oauth_error(
         sent = build(parties)
         headers = {} if sent.content_type is None else {"Content-Type": sent.content_type}
         mismatch = oauth_error_mismatch(
-            await http.post(TOKEN_PATH, content=sent.content, headers=headers), status, error
+            await http.post(DEVICE_TOKEN_PATH, content=sent.content, headers=headers), status, error
         )
         if mismatch is not None:
             wrong[case] = mismatch
@@ -1033,7 +1013,7 @@ async def test_the_cli_registers_a_device_and_prints_what_it_needs(
             "merchant_id": store.merchant_id,
             "store_id": store.store_id,
             "scopes": TILL_SCOPES,
-            "token_endpoint": PUBLIC_URL + TOKEN_PATH,
+            "token_endpoint": PUBLIC_URL + DEVICE_TOKEN_PATH,
         }
         assert printed["client_id"].startswith("dev_")
         # What it printed is all a device needs: its client_id, and the token endpoint to name as aud.

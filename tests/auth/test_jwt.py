@@ -30,11 +30,12 @@ from fastapi import FastAPI
 from paymux.app import create_app
 from paymux.auth.keys import CACHE_SECONDS, CLOCK_SKEW_SECONDS
 from paymux.auth.models import SigningKey
-from paymux.auth.users import Role, UserScope
+from paymux.auth.users import UserScope
 from paymux.config import Settings
 from paymux.container import Container
 from paymux.core.clock import FrozenClock
 from paymux.core.ids import new_id
+from paymux.gateway.principal import Role
 from tests.live import serving
 from tests.support import ServerClient, Tenant, bearer
 

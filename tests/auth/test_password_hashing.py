@@ -5,9 +5,10 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from paymux.auth.models import User
-from paymux.auth.users import Role, UserScope
+from paymux.auth.users import UserScope
 from paymux.config import Settings
 from paymux.container import Container
+from paymux.gateway.principal import Role
 
 
 async def test_a_password_is_hashed_with_argon2id_at_the_configured_cost(container: Container) -> None:

@@ -23,7 +23,6 @@ import csv
 import io
 import itertools
 import re
-import secrets
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -35,26 +34,27 @@ import pytest
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
-from joserfc import jwt
-from joserfc.jwk import ECKey
 
 from paymux.auth.users import UserScope
 from paymux.container import Container
 from paymux.core.clock import FrozenClock
 from paymux.gateway.auth import require_caller
 from paymux.gateway.permissions import MATRIX, DeviceScope, Grant, Operation
-from paymux.gateway.principal import Principal, Role
-from tests.support import ServerClient, Tenant, bearer, encode, intent_body
+from paymux.gateway.principal import Role
+from tests.portal import (
+    PASSWORD,
+    device_public_jwk,
+    device_token_response,
+    new_user_access_token,
+    register_device,
+)
+from tests.support import PROBLEM_JSON, ServerClient, Tenant, bearer, encode, intent_body
 
 ROOT = Path(__file__).resolve().parents[2]
 SECURITY_MD = ROOT / "docs" / "security.md"
 
-PASSWORD = "correct horse battery staple"
-PROBLEM_JSON = "application/problem+json"
 OPERATION_FORBIDDEN = "operation_forbidden"
 INSUFFICIENT_SCOPE = "insufficient_scope"
-TOKEN_URL = "http://paymux.test/auth/device/token"  # the test client's base URL: what a device names as `aud`
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 HOOK_URL = "http://127.0.0.1:9/hook"  # never called: no worker runs in these tests
 NO_SUCH_ID = "x_" + "0" * 26
 
@@ -348,22 +348,6 @@ async def peers(app: FastAPI) -> AsyncIterator[Peers]:
         await client.aclose()
 
 
-async def signed_in(container: Container, http: httpx.AsyncClient, role: Role, scope: UserScope) -> str:
-    """A new user of `role` in `scope`, signed in: its access token."""
-    email = f"{role.lower()}-{secrets.token_hex(4)}@example.com"
-    await container.users.create(email=email, password=PASSWORD, role=role, scope=scope)
-    response = await http.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
-    assert response.status_code == 200, response.text
-    token: str = response.json()["access_token"]
-    return token
-
-
-def device_key() -> tuple[ECKey, dict[str, Any]]:
-    """A device's key pair, and the public JWK it is registered with."""
-    key = ECKey.generate_key("P-256")
-    return key, dict(key.as_dict(private=False))
-
-
 async def device_token(
     container: Container,
     http: httpx.AsyncClient,
@@ -373,33 +357,11 @@ async def device_token(
 ) -> tuple[str, str]:
     """A POS device of the store holding `scopes`, registered by the operator: its client_id, and the access
     token it gets for a client assertion signed with its key."""
-    key, public = device_key()
-    device = await container.devices.register(
-        Principal.operator("tests"),
-        store_id=store_id,
-        serial_number=f"POS-{secrets.token_hex(6)}",
-        jwk=public,
-        scopes=[str(scope) for scope in scopes],
-    )
-    now = int(clock.now().timestamp())
-    claims = {
-        "iss": device.id,
-        "sub": device.id,
-        "aud": TOKEN_URL,
-        "iat": now,
-        "exp": now + 60,
-        "jti": secrets.token_urlsafe(16),
-    }
-    form = {
-        "grant_type": "client_credentials",
-        "client_assertion_type": ASSERTION_TYPE,
-        "client_assertion": jwt.encode({"alg": "ES256"}, claims, key),
-    }
-    response = await http.post("/auth/device/token", data=form)
-    assert response.status_code == 200, response.text
-    assert response.json()["scope"].split() == sorted(str(scope) for scope in scopes)
-    token: str = response.json()["access_token"]
-    return device.id, token
+    device_id, key = await register_device(container, store_id, [str(scope) for scope in scopes])
+    granted = await device_token_response(http, device_id, key, clock)
+    assert granted["scope"].split() == sorted(str(scope) for scope in scopes)
+    token: str = granted["access_token"]
+    return device_id, token
 
 
 # ---------------------------------------------------------------------------------------------- the world
@@ -486,7 +448,7 @@ async def build_world(
     users = {}
     for role, scope in natural_scope.items():
         http = peers()
-        users[role] = BearerCaller(http, await signed_in(container, http, role, scope))
+        users[role] = BearerCaller(http, await new_user_access_token(http, container, role, scope))
     staff = await container.users.create(
         email="target-staff@example.com", password=PASSWORD, role=Role.STAFF, scope=natural_scope[Role.STAFF]
     )
@@ -642,7 +604,7 @@ async def representative_call(world: World, operation: Operation, *, allowed: bo
             body = {
                 "store_id": tenant.store_id,
                 "serial_number": w.unique("POS"),
-                "jwk": device_key()[1],
+                "jwk": device_public_jwk(),
                 "scopes": ["payment:read"],
             }
             return Call("POST", "/api/v1/devices", body)
@@ -701,7 +663,7 @@ def sample_call(world: World, method: str, template: str) -> Call:
         ("POST", "/api/v1/devices"): {
             "store_id": tenant.store_id,
             "serial_number": "PROBE",
-            "jwk": device_key()[1],
+            "jwk": device_public_jwk(),
             "scopes": ["payment:read"],
         },
     }
@@ -878,7 +840,7 @@ async def test_store_users_read_their_stores_merchant(
     failures = []
     for role in (Role.STORE_MANAGER, Role.STAFF):
         http = peers()
-        headers = bearer(await signed_in(container, http, role, scope))
+        headers = bearer(await new_user_access_token(http, container, role, scope))
         listed = await http.get("/api/v1/merchants", headers=headers)
         assert listed.status_code == 200, listed.text
         assert [merchant["id"] for merchant in listed.json()["data"]] == [tenant.merchant_id]
@@ -902,7 +864,7 @@ async def test_a_system_op_reads_a_merchants_balance_as_its_admin_does(
     seen: dict[Role, list[Any]] = {}
     for role, scope in readers.items():
         http = peers()
-        headers = bearer(await signed_in(container, http, role, scope))
+        headers = bearer(await new_user_access_token(http, container, role, scope))
         seen[role] = []
         for path in ("/v1/balances", "/v1/balance_transactions"):
             response = await http.get(f"{path}?merchant_id={tenant.merchant_id}", headers=headers)

@@ -26,22 +26,21 @@ from sqlalchemy import func, select, text, update
 
 from paymux.app import create_app
 from paymux.auth.models import RefreshToken, User
-from paymux.auth.users import EmailTaken, InvalidUserScope, Role, UserScope
+from paymux.auth.users import EmailTaken, InvalidUserScope, UserScope
 from paymux.config import Settings
 from paymux.container import Container
 from paymux.core.clock import FrozenClock
 from paymux.core.errors import Unprocessable
+from paymux.gateway.principal import Role
 from paymux.tenants.errors import MerchantNotFound, StoreNotFound, TenantConflict
 from tests.conftest import empty_all_tables
-from tests.support import Tenant, bearer, bootstrap_tenant
+from tests.portal import LOGIN, PASSWORD, claims_of, login, make_user, session_tokens
+from tests.support import Tenant, assert_problem, bearer, bootstrap_tenant
 
-PASSWORD = "correct horse battery staple"
-LOGIN = "/api/v1/auth/login"
 REFRESH = "/api/v1/auth/refresh"
 LOGOUT = "/api/v1/auth/logout"
 IMPERSONATE = "/api/v1/auth/impersonate"
 MERCHANTS = "/api/v1/merchants"
-PROBLEM_JSON = "application/problem+json"
 SEED_CLAIMS = {"iss", "sub", "role", "merchant_id", "store_id", "psp_id", "exp", "iat", "jti", "aud"}
 UNKNOWN_USER = "usr_" + "0" * 26
 PEER = ("198.51.100.20", 40000)
@@ -49,50 +48,6 @@ OTHER_PEER = ("198.51.100.21", 40001)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM_JSON)
-    body: dict[str, Any] = response.json()
-    assert (body["status"], body["code"]) == (status, code)
-    return body
-
-
-def claims_of(token: str) -> dict[str, Any]:
-    """The payload as sent (signature checks are the business of test_jwt.py and of paymux)."""
-    claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
-    return claims
-
-
-async def make_user(
-    container: Container,
-    email: str,
-    role: Role,
-    *,
-    partner: int | None = None,
-    merchant: int | None = None,
-    store: int | None = None,
-    password: str = PASSWORD,
-) -> User:
-    """A user as `paymux users create` makes one: the narrowest id completes the scope."""
-    partner_id, merchant_id, store_id = await container.tenants.resolve_scope(
-        partner_id=partner, merchant_id=merchant, store_id=store
-    )
-    return await container.users.create(
-        email=email, password=password, role=role, scope=UserScope(partner_id, merchant_id, store_id)
-    )
-
-
-async def login(http: httpx.AsyncClient, email: str, password: str = PASSWORD) -> httpx.Response:
-    return await http.post(LOGIN, json={"email": email, "password": password})
-
-
-async def signed_in(http: httpx.AsyncClient, email: str, password: str = PASSWORD) -> dict[str, Any]:
-    response = await login(http, email, password)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 async def refresh(http: httpx.AsyncClient, refresh_token: str) -> httpx.Response:
@@ -195,7 +150,7 @@ async def test_login_answers_an_es256_token_with_exactly_the_seed_claims(
 
 
 async def test_each_login_is_a_session_of_its_own(http: httpx.AsyncClient, user: User) -> None:
-    first, second = await signed_in(http, user.email), await signed_in(http, user.email)
+    first, second = await session_tokens(http, user.email), await session_tokens(http, user.email)
     assert claims_of(first["access_token"])["jti"] != claims_of(second["access_token"])["jti"]
     assert first["refresh_token"] != second["refresh_token"]
 
@@ -206,7 +161,7 @@ async def test_email_is_case_insensitive(
     created = await make_user(container, "Grace.Hopper@Example.COM", Role.STAFF, store=tenant.store_id)
     assert created.email == "grace.hopper@example.com"
     for spelling in ("grace.hopper@example.com", "GRACE.HOPPER@EXAMPLE.COM", "  Grace.Hopper@example.com "):
-        session = await signed_in(http, spelling)
+        session = await session_tokens(http, spelling)
         assert claims_of(session["access_token"])["sub"] == created.id
 
 
@@ -258,7 +213,7 @@ async def test_five_wrong_passwords_lock_the_account_for_the_lockout_period(
     assert (await container.users.get(user.id)).locked_until == locked.locked_until
 
     clock.advance(2)
-    session = await signed_in(http, user.email)
+    session = await session_tokens(http, user.email)
     assert claims_of(session["access_token"])["sub"] == user.id
     unlocked = await container.users.get(user.id)
     assert (unlocked.failed_logins, unlocked.locked_until) == (0, None)
@@ -273,7 +228,7 @@ async def test_a_successful_login_resets_the_failure_count(
                 await login(http, user.email, f"wrong {round_}.{attempt}"), 401, "invalid_credentials"
             )
         assert (await container.users.get(user.id)).failed_logins == 4
-        await signed_in(http, user.email)
+        await session_tokens(http, user.email)
         assert (await container.users.get(user.id)).failed_logins == 0
     assert (await container.users.get(user.id)).locked_until is None
 
@@ -290,7 +245,7 @@ async def test_lockout_follows_its_settings(settings: Settings, clock: FrozenClo
             clock.advance(59)
             assert_problem(await login(http, user.email), 401, "invalid_credentials")
             clock.advance(1)
-            await signed_in(http, user.email)
+            await session_tokens(http, user.email)
 
 
 async def test_login_refresh_and_logout_count_against_the_ip_limit(
@@ -301,7 +256,7 @@ async def test_login_refresh_and_logout_count_against_the_ip_limit(
         tenant = await bootstrap_tenant(container, partner="acme", merchant="M-1", store="S-1")
         user = await make_user(container, "ada@example.com", Role.MERCHANT_ADMIN, merchant=tenant.merchant_id)
         async with _client(application) as http:
-            session = await signed_in(http, user.email)  # 1
+            session = await session_tokens(http, user.email)  # 1
             renewed = await refresh(http, session["refresh_token"])  # 2
             assert renewed.status_code == 200, renewed.text
             logout = await http.post(LOGOUT, json={"refresh_token": renewed.json()["refresh_token"]})  # 3
@@ -318,7 +273,7 @@ async def test_login_refresh_and_logout_count_against_the_ip_limit(
         # Throttled guesses never reached the password check: one failure counted, not two.
         assert (await container.users.get(user.id)).failed_logins == 1
         async with _client(application, OTHER_PEER) as elsewhere:
-            await signed_in(elsewhere, user.email)
+            await session_tokens(elsewhere, user.email)
 
 
 async def test_login_input_is_validated(http: httpx.AsyncClient) -> None:
@@ -334,7 +289,7 @@ async def test_login_input_is_validated(http: httpx.AsyncClient) -> None:
 async def test_refresh_hands_out_new_tokens_and_spends_the_old_one(
     http: httpx.AsyncClient, container: Container, user: User, clock: FrozenClock
 ) -> None:
-    first = await signed_in(http, user.email)
+    first = await session_tokens(http, user.email)
     clock.advance(60)
     response = await refresh(http, first["refresh_token"])
     assert response.status_code == 200, response.text
@@ -362,8 +317,8 @@ async def test_refresh_hands_out_new_tokens_and_spends_the_old_one(
 async def test_a_spent_refresh_token_revokes_its_whole_family(
     http: httpx.AsyncClient, container: Container, user: User
 ) -> None:
-    other_login = await signed_in(http, user.email)
-    first = await signed_in(http, user.email)
+    other_login = await session_tokens(http, user.email)
+    first = await session_tokens(http, user.email)
     second = (await refresh(http, first["refresh_token"])).json()
     newest = (await refresh(http, second["refresh_token"])).json()
 
@@ -387,7 +342,7 @@ async def test_an_expired_refresh_token_is_refused(
 ) -> None:
     ttl = container.settings.refresh_token_ttl_seconds
     assert ttl == 30 * 24 * 3600
-    early, late = await signed_in(http, user.email), await signed_in(http, user.email)
+    early, late = await session_tokens(http, user.email), await session_tokens(http, user.email)
     clock.advance(ttl - 1)
     assert (await refresh(http, early["refresh_token"])).status_code == 200
     clock.advance(1)
@@ -395,7 +350,7 @@ async def test_an_expired_refresh_token_is_refused(
 
 
 async def test_unknown_refresh_tokens_are_refused(http: httpx.AsyncClient, user: User) -> None:
-    session = await signed_in(http, user.email)
+    session = await session_tokens(http, user.email)
     assert_problem(await refresh(http, "rt_" + "x" * 43), 401, "invalid_refresh_token")
     assert_problem(await refresh(http, session["access_token"][:200]), 401, "invalid_refresh_token")
     assert_problem(await http.post(REFRESH, json={}), 422, "validation_error")
@@ -404,7 +359,7 @@ async def test_unknown_refresh_tokens_are_refused(http: httpx.AsyncClient, user:
 async def test_a_disabled_user_cannot_refresh(
     http: httpx.AsyncClient, container: Container, user: User
 ) -> None:
-    session = await signed_in(http, user.email)
+    session = await session_tokens(http, user.email)
     await set_active(container, user.id, False)
     assert_problem(await refresh(http, session["refresh_token"]), 401, "invalid_refresh_token")
 
@@ -412,8 +367,8 @@ async def test_a_disabled_user_cannot_refresh(
 async def test_logout_revokes_the_family_and_may_be_repeated(
     http: httpx.AsyncClient, container: Container, user: User
 ) -> None:
-    kept = await signed_in(http, user.email)
-    first = await signed_in(http, user.email)
+    kept = await session_tokens(http, user.email)
+    first = await session_tokens(http, user.email)
     second = (await refresh(http, first["refresh_token"])).json()
 
     for _ in range(2):
@@ -430,7 +385,7 @@ async def test_logout_revokes_the_family_and_may_be_repeated(
 
 
 async def _concurrent_refreshes(http: httpx.AsyncClient, user: User) -> list[httpx.Response]:
-    session = await signed_in(http, user.email)
+    session = await session_tokens(http, user.email)
     responses = await asyncio.gather(*(refresh(http, session["refresh_token"]) for _ in range(20)))
     assert Counter(response.status_code for response in responses) == {200: 1, 401: 19}
     for response in responses:
@@ -470,7 +425,7 @@ async def test_a_spent_token_presented_while_its_successor_is_issued_still_revok
     touch users. With one transaction for spend-and-issue, the second refresh simply waits for the first and
     then revokes a family that already holds the successor.
     """
-    spent = (await signed_in(http, user.email))["refresh_token"]
+    spent = (await session_tokens(http, user.email))["refresh_token"]
     async with container.db.engine.connect() as blocker:
         transaction = await blocker.begin()
         await blocker.execute(text("SELECT id FROM users WHERE id = :id FOR UPDATE"), {"id": user.id})
@@ -653,11 +608,11 @@ async def test_merchants_follow_the_users_scope(
     }
     seen = {}
     for email in expected:
-        token = (await signed_in(http, email))["access_token"]
+        token = (await session_tokens(http, email))["access_token"]
         seen[email] = await merchant_ids(http, token)
     assert seen == expected
 
-    token = (await signed_in(http, "ma@acme.example"))["access_token"]
+    token = (await session_tokens(http, "ma@acme.example"))["access_token"]
     listed = (await http.get(MERCHANTS, headers=bearer(token))).json()
     assert listed["has_more"] is False
     (merchant,) = listed["data"]
@@ -684,7 +639,7 @@ async def test_merchants_are_paginated_by_id(
         await bootstrap_tenant(container, partner="acme", merchant=code, store="S-1", test_provider=False)
     await make_user(container, "op@example.com", Role.SYSTEM_OP)
     await make_user(container, "psp@acme.example", Role.PSP_ADMIN, partner=tree.acme.client_partner_id)
-    op = (await signed_in(http, "op@example.com"))["access_token"]
+    op = (await session_tokens(http, "op@example.com"))["access_token"]
     everything = await merchant_ids(http, op, limit=100)
     assert len(everything) == 5
     assert everything == sorted(everything)
@@ -709,7 +664,7 @@ async def test_merchants_are_paginated_by_id(
     assert await merchant_ids(http, op, starting_after=everything[-1]) == []
 
     # A narrower scope pages over its own merchants only, even from another partner's id.
-    psp = (await signed_in(http, "psp@acme.example"))["access_token"]
+    psp = (await session_tokens(http, "psp@acme.example"))["access_token"]
     acme_ids = [merchant_id for merchant_id in everything if merchant_id != tree.globex.merchant_id]
     assert await merchant_ids(http, psp, limit=3) == acme_ids[:3]
     assert await merchant_ids(http, psp, starting_after=acme_ids[2]) == acme_ids[3:]
@@ -760,7 +715,7 @@ async def impersonate(http: httpx.AsyncClient, access_token: str, user_id: str) 
 
 
 async def access_token(http: httpx.AsyncClient, who: User) -> str:
-    token: str = (await signed_in(http, who.email))["access_token"]
+    token: str = (await session_tokens(http, who.email))["access_token"]
     return token
 
 
@@ -848,7 +803,7 @@ async def test_refreshing_an_impersonated_session_keeps_impersonated_by(
         assert set(claims) == SEED_CLAIMS | {"impersonated_by"}
         assert (claims["sub"], claims["impersonated_by"]) == (cast.acme_staff.id, cast.op.id)
     # A plain login of that user is not an impersonation, and its refresh says so too.
-    plain = await signed_in(http, cast.acme_staff.email)
+    plain = await session_tokens(http, cast.acme_staff.email)
     renewed = (await refresh(http, plain["refresh_token"])).json()
     assert "impersonated_by" not in claims_of(renewed["access_token"])
 
