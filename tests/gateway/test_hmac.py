@@ -19,10 +19,12 @@ from sqlalchemy import func, select, update
 
 from paymux.app import create_app
 from paymux.auth.models import ApiClient
+from paymux.auth.service import CACHE_TTL
 from paymux.config import Settings
 from paymux.container import Container
 from paymux.core.clock import FrozenClock
 from paymux.gateway import hmac_signing
+from paymux.gateway.principal import Principal
 from paymux.payments.models import PaymentIntent
 from tests.conftest import empty_all_tables
 from tests.support import ServerClient, Tenant, bearer, bootstrap_tenant, encode, intent_body
@@ -301,13 +303,24 @@ async def test_revoked_client_is_an_unknown_client(
     server: ServerClient, tenant: Tenant, container: Container, clock: FrozenClock
 ) -> None:
     assert (await server.get(INTENTS)).status_code == 200
-    async with container.db.unit_of_work() as session:
+    await container.client_admin.revoke(Principal.operator("ops"), tenant.client_id)
+    clock.advance(1)
+    response = await server.get(INTENTS)
+    assert_problem(response, 401, "unknown_client")
+
+
+async def test_a_revocation_by_another_process_takes_effect_within_the_client_cache(
+    server: ServerClient, tenant: Tenant, container: Container, clock: FrozenClock
+) -> None:
+    assert (await server.get(INTENTS)).status_code == 200  # the client is now cached in this process
+    async with container.db.unit_of_work() as session:  # as another paymux process would revoke it
         await session.execute(
             update(ApiClient).where(ApiClient.id == tenant.client_id).values(revoked_at=clock.now())
         )
     clock.advance(1)
-    response = await server.get(INTENTS)
-    assert_problem(response, 401, "unknown_client")
+    assert (await server.get(INTENTS)).status_code == 200
+    clock.advance(CACHE_TTL.total_seconds())
+    assert_problem(await server.get(INTENTS), 401, "unknown_client")
 
 
 async def test_wrong_secret_is_an_invalid_signature(

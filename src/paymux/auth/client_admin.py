@@ -112,6 +112,7 @@ class ApiClientAdmin:
                 raise ApiClientRevoked(f"API client {client_id} is revoked; create a new one.")
             secret = self._clients.reseal(client)
             self._audit.record(session, principal, AuditAction.API_CLIENT_SECRET_ROTATED, _subject(client))
+        self._clients.forget(client_id)  # after the commit, so no request caches the old secret again
         return IssuedClient(client=client, secret=secret)
 
     async def revoke(self, principal: Principal, client_id: str) -> ApiClient:
@@ -122,6 +123,7 @@ class ApiClientAdmin:
             if client.revoked_at is None:
                 client.revoked_at = self._clock.now()
                 self._audit.record(session, principal, AuditAction.API_CLIENT_REVOKED, _subject(client))
+        self._clients.forget(client_id)  # after the commit, so no request caches the old row again
         return client
 
     @staticmethod

@@ -18,6 +18,8 @@ from paymux.core.ids import new_id
 
 TOKEN_PREFIX = "tok_"  # noqa: S105 - an id prefix, not a secret
 SECRET_PREFIX = "sk_"  # noqa: S105 - an id prefix, not a secret
+CACHE_TTL = timedelta(seconds=5)
+CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,7 @@ class ApiClientService:
         self._db = db
         self._cipher = cipher
         self._clock = clock
+        self._cache: dict[str, tuple[datetime, VerifiedClient]] = {}
 
     @staticmethod
     def _context(client_id: str) -> str:
@@ -70,17 +73,36 @@ class ApiClientService:
         return IssuedClient(client=client, secret=secret)
 
     async def find_active(self, client_id: str) -> VerifiedClient | None:
-        """The client and its secret, for verifying a signature; None when unknown or revoked."""
+        """The client and its secret, for verifying a signature; None when unknown or revoked.
+
+        Every signed call asks this, so an active client is kept for `CACHE_TTL` (a database read and an
+        unsealing saved per call). A revocation or rotation here takes effect at once; one made by another
+        process is seen within `CACHE_TTL`.
+        """
         if len(client_id) > 40:
             return None
+        now = self._clock.now()
+        cached = self._cache.get(client_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
         async with self._db.reading() as session:
             client = await session.get(ApiClient, client_id)
         if client is None or client.revoked_at is not None:
+            self._cache.pop(client_id, None)
             return None
-        return VerifiedClient(client=client, secret=self.reveal_secret(client))
+        verified = VerifiedClient(client=client, secret=self.reveal_secret(client))
+        if len(self._cache) >= CACHE_SIZE:
+            self._cache.clear()
+        self._cache[client_id] = (now + CACHE_TTL, verified)
+        return verified
+
+    def forget(self, client_id: str) -> None:
+        """Drop a cached client (its secret changed or it was revoked)."""
+        self._cache.pop(client_id, None)
 
     def reseal(self, client: ApiClient) -> str:
-        """Give the client a new secret (the old one stops verifying); returns the new secret."""
+        """Give the client a new secret (the old one stops verifying); returns the new secret. The caller forgets
+        the cached client once the change is committed."""
         secret = SECRET_PREFIX + secrets.token_urlsafe(32)
         client.secret_sealed = self._cipher.seal_text(secret, context=self._context(client.id))
         return secret

@@ -19,7 +19,7 @@ from datetime import timedelta
 
 from fastapi import Request, Response
 from pydantic import BaseModel
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -134,12 +134,15 @@ class IdempotencyStore:
             return None
 
     async def complete(self, owner: str, key: str, response: StoredResponse) -> None:
+        sealed = self._cipher.seal(response.body, context=self._context(owner, key))
         async with self._db.unit_of_work() as session:
-            record = await session.get(IdempotencyRecord, (owner, key))
-            if record is not None:
-                record.response_status = response.status
-                record.response_body = self._cipher.seal(response.body, context=self._context(owner, key))
-                record.locked_at = None
+            # One statement: this is on the path of every POST that carries a key.
+            await session.execute(
+                update(IdempotencyRecord)
+                .where(IdempotencyRecord.owner == owner, IdempotencyRecord.key == key)
+                .values(response_status=response.status, response_body=sealed, locked_at=None)
+                .execution_options(synchronize_session=False)
+            )
 
     @staticmethod
     def _context(owner: str, key: str) -> str:
