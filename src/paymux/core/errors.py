@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -236,6 +237,23 @@ def install_problem_handlers(app: FastAPI) -> None:
             status=exc.status_code, code=code, title=title, detail=detail, request_id=request_id_of(request)
         )
         return problem_response(body, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(DBAPIError)
+    async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        if not exc.connection_invalidated:
+            return await _unexpected(request, exc)
+        # A pooled connection found dead (the database restarted or failed over): the pool has been told, and a
+        # retry gets a fresh connection. paymux does not ping each connection before use, which would cost a
+        # round trip per transaction; this answer is the price, and idempotency keys make the retry safe.
+        log.warning("database connection lost; the request may be retried", path=request.url.path)
+        body = problem_body(
+            status=503,
+            code="service_unavailable",
+            title="Service temporarily unavailable",
+            detail="The database connection was lost; retry the request (with the same Idempotency-Key).",
+            request_id=request_id_of(request),
+        )
+        return problem_response(body, headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
