@@ -39,15 +39,16 @@ lint: dev-venv
 typecheck: dev-venv
 	$(BIN)/mypy
 
-# With PAYMUX_TEST_DATABASE_URL set, the SQLite and the PostgreSQL + Redis passes run side by side (they share
-# nothing), and the SQLite pass's output follows the PostgreSQL pass's.
+# With PAYMUX_TEST_DATABASE_URL set, the SQLite and the PostgreSQL + Redis passes run side by side, and the SQLite
+# pass's output follows the PostgreSQL pass's. They share nothing: the Redis tests run in the PostgreSQL pass only
+# (its teardowns flush the Redis database, which would wipe the other pass's counters mid-test).
 unit: dev-venv
 	@if [[ -z "$${PAYMUX_TEST_DATABASE_URL:-}" ]]; then \
 		$(BIN)/pytest; \
 	else \
 		echo "== the suite on SQLite and, side by side, on PostgreSQL ($${PAYMUX_TEST_DATABASE_URL}) and Redis ($${PAYMUX_TEST_REDIS_URL:-in-process})"; \
 		log=$$(mktemp); \
-		$(BIN)/pytest > "$$log" 2>&1 & lite=$$!; \
+		env -u PAYMUX_TEST_REDIS_URL $(BIN)/pytest > "$$log" 2>&1 & lite=$$!; \
 		PAYMUX_TEST_BACKEND=postgres $(BIN)/pytest; postgres=$$?; \
 		wait $$lite; sqlite=$$?; \
 		echo "== the SQLite pass"; cat "$$log"; rm -f "$$log"; \
