@@ -37,15 +37,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from database import ensure_database
 from machine import machine
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from paymux import migrations
 from paymux.config import Settings
 from paymux.container import Container
-from paymux.core.db import to_async_url
 from paymux.core.ids import new_id
 from paymux.ledger.accounts import AccountSpec, MerchantAccounts
 from paymux.ledger.entries import EntryDraft, EntryKind, transfer
@@ -65,21 +65,6 @@ SCRATCH = "bench_commit_baseline"
 
 def machine_of(url: str) -> dict[str, Any]:
     return {**machine(), "database": make_url(url).render_as_string(hide_password=True)}
-
-
-async def ensure_database(url: str) -> None:
-    """Create the benchmark database when it is missing (connecting to the server's `postgres` database)."""
-    target = to_async_url(url)
-    engine = create_async_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            exists = await connection.scalar(
-                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": target.database}
-            )
-            if not exists:
-                await connection.execute(text(f'CREATE DATABASE "{target.database}"'))
-    finally:
-        await engine.dispose()
 
 
 async def prepare(engine: AsyncEngine) -> str:

@@ -43,6 +43,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from database import ensure_database
 from machine import machine
 from sqlalchemy import Column, Index, MetaData, Table, insert, text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -145,18 +146,8 @@ def write_file(path: Path, lines: int, real: list[dict[str, Any]]) -> None:
 
 async def fresh_postgres(url: str) -> str:
     """An empty paymux schema in the benchmark database (created when missing); answers the server version."""
-    target = to_async_url(url)
-    admin = create_async_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as connection:
-            exists = await connection.scalar(
-                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": target.database}
-            )
-            if not exists:
-                await connection.execute(text(f'CREATE DATABASE "{target.database}"'))
-    finally:
-        await admin.dispose()
-    engine = create_async_engine(target)
+    await ensure_database(url)
+    engine = create_async_engine(to_async_url(url))
     try:
         async with engine.begin() as connection:
             await connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))

@@ -43,13 +43,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from database import ensure_database
+from machine import machine
+from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench.* imports when run as a script
-
-from bench.machine import machine
-
+from paymux.cli import demo_provider_configs
+from paymux.config import Settings
+from paymux.container import Container
 from paymux.core.db import to_async_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,21 +59,6 @@ PYTHON = sys.executable
 MASTER_KEY = base64.b64encode(bytes(range(32))).decode()
 DEFAULT_DATABASE = "postgresql://postgres@127.0.0.1:5432/paymux_bench"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/12"
-
-
-async def ensure_database(url: str) -> None:
-    """Create the benchmark's database on first use (connecting to the server's `postgres` database)."""
-    target = to_async_url(url)
-    admin = create_async_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    async with admin.connect() as connection:
-        exists = (
-            await connection.execute(
-                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": target.database}
-            )
-        ).first()
-        if exists is None:
-            await connection.execute(text(f'CREATE DATABASE "{target.database}"'))
-    await admin.dispose()
 
 
 def free_port() -> int:
@@ -170,25 +157,25 @@ class Bench:
         )  # fmt: skip
         values = json.loads(made.stdout)
         tenant = Tenant(values["client_id"], values["client_secret"], values["store_id"])
-        script = (
-            "import asyncio, sys\n"
-            "from paymux.cli import demo_provider_configs\n"
-            "from paymux.config import Settings\n"
-            "from paymux.container import Container\n"
-            "async def main():\n"
-            "    container = Container.build(Settings())\n"
-            "    for config in demo_provider_configs(sys.argv[1]):\n"
-            "        if config.provider_code == 'paypay':\n"
-            "            await container.tenants.configure_provider(int(sys.argv[2]), config)\n"
-            "    await container.close()\n"
-            "asyncio.run(main())\n"
-        )
-        subprocess.run([PYTHON, "-c", script, sandbox, str(tenant.store_id)], env=self.env, check=True)
+        asyncio.run(self._point_paypay_at(sandbox, tenant.store_id))
         if receiver is not None:
             body = json.dumps({"url": receiver, "events": ["payment_intent.succeeded"]})
             response = signed_request(tenant, "POST", "/v1/webhook_endpoints", body, self.api)
             response.raise_for_status()
         return tenant
+
+    async def _point_paypay_at(self, sandbox: str, store_id: int) -> None:
+        """The store's PayPay config, as the demo sets it: the sandbox's URL and its credentials."""
+        settings = Settings(
+            database_url=self.database_url, redis_url=self.redis_url, master_key=SecretStr(MASTER_KEY)
+        )
+        container = Container.build(settings)
+        try:
+            for config in demo_provider_configs(sandbox):
+                if config.provider_code == "paypay":
+                    await container.tenants.configure_provider(store_id, config)
+        finally:
+            await container.close()
 
     # ------------------------------------------------------------------ processes
 

@@ -91,18 +91,9 @@ class ApiClientAdmin:
         )
         if partner_id is None:  # a SYSTEM_OP named no tenant: API clients belong to one
             raise TenantNotInScope("Name the partner, merchant or store the client belongs to.")
-        async with self._db.unit_of_work() as session:
-            issued = await self._clients.create(
-                session, name=name, client_partner_id=partner_id, merchant_id=merchant_id, store_id=store_id
-            )
-            self._audit.record(
-                session,
-                principal,
-                AuditAction.API_CLIENT_CREATED,
-                _subject(issued.client),
-                details={"name": name},
-            )
-        return issued
+        return await self._tenants.issue_client(
+            name=name, partner_id=partner_id, merchant_id=merchant_id, store_id=store_id, actor=principal
+        )
 
     async def rotate_secret(self, principal: Principal, client_id: str) -> IssuedClient:
         require(principal, Operation.API_CLIENTS_MANAGE)

