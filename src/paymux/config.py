@@ -21,7 +21,12 @@ class Settings(BaseSettings):
         description="Plain database URL: sqlite:///path/paymux.db or postgresql://user@host/db; "
         "paymux chooses the async driver.",
     )
-    database_pool_size: int = Field(default=10, ge=1, description="PostgreSQL connections kept per process.")
+    database_pool_size: int = Field(default=20, ge=1, description="PostgreSQL connections kept per process.")
+    database_max_overflow: int = Field(
+        default=10,
+        ge=0,
+        description="Connections opened beyond the pool under a burst, closed when returned.",
+    )
     redis_url: str | None = Field(
         default=None,
         description="Redis for shared rate limits and replay caches. Unset: in-process (one process only).",

@@ -93,7 +93,11 @@ class Container:
         providers: list[PaymentProvider] | None = None,
     ) -> Container:
         clock = clock or SystemClock()
-        db = Database(settings.database_url, pool_size=settings.database_pool_size)
+        db = Database(
+            settings.database_url,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+        )
         master_key = settings.master_key.get_secret_value() if settings.master_key else None
         cipher = EnvelopeCipher(load_key_encryption_key(master_key, settings.master_key_file))
         redis = aioredis.from_url(settings.redis_url, socket_timeout=0.5) if settings.redis_url else None

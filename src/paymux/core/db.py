@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 class Database:
     """The engine and session factory of one database, and the unit of work over them."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 20, echo: bool = False) -> None:
+    def __init__(self, url: str, *, pool_size: int = 20, max_overflow: int = 10, echo: bool = False) -> None:
         self.url = to_async_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"echo": echo}
@@ -137,12 +138,37 @@ class Database:
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
+        self._enclosing: ContextVar[AsyncSession | None] = ContextVar(
+            f"enclosing_uow_{id(self)}", default=None
+        )
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
-        """One transaction: commits when the block ends, rolls back when it raises."""
+        """One transaction: commits when the block ends, rolls back when it raises.
+
+        Inside an `enclosing_unit_of_work` it joins that one instead, and commits or rolls back with it.
+        """
+        enclosing = self._enclosing.get()
+        if enclosing is not None:
+            yield enclosing
+            return
         async with self.sessions() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def enclosing_unit_of_work(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work that the use cases called within it join: one transaction for a whole request.
+
+        The idempotency layer wraps a single-transaction use case in one, so that claiming the key, the use
+        case's effect and the stored response commit together. Only for use cases that do all their work in
+        one transaction and start no tasks of their own (a task would share the session).
+        """
+        async with self.sessions() as session, session.begin():
+            joined = self._enclosing.set(session)
+            try:
+                yield session
+            finally:
+                self._enclosing.reset(joined)
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncSession]:

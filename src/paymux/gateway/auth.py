@@ -242,7 +242,8 @@ def _claim_id(claims: dict[str, Any], name: str) -> int | None:
     return value
 
 
-def idempotent_call(request: Request) -> IdempotentCall:
+async def idempotent_call(request: Request) -> IdempotentCall:
+    # async: FastAPI runs a plain function dependency in its thread pool, a thread hop on every POST
     return IdempotentCall(request, container_of(request).idempotency)
 
 

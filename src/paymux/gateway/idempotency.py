@@ -1,12 +1,19 @@
 """Idempotency-Key on every POST: the same key and request give the first response again, never a second effect.
 
-Keys belong to their caller (an API client, or the one intent of a payment token) and live 24 hours. The key is
-claimed in its own short transaction before the use case runs, so concurrent duplicates meet on the primary
-key: one runs, the others get `409 idempotency_request_in_progress` (or the replay, once the first finished).
-Results are saved when the use case ran: its success or its 4xx problem. Requests that fail validation save
-nothing, and a 5xx releases the key, so both are safe to retry. A key whose request never finished (the process
-died) can be taken over by a retry after `idempotency_lock_seconds`; the use cases are guarded by the state
-machine and unique constraints, so a takeover cannot repeat an effect.
+Keys belong to their caller (an API client, or the one intent of a payment token) and live 24 hours. Results are
+saved when the use case ran: its success or its 4xx problem. Requests that fail validation save nothing, and a
+5xx leaves the key free, so both are safe to retry.
+
+A use case that does all its work in one transaction (create a PaymentIntent, a webhook endpoint) runs `atomic`:
+the claim of the key, the effect and the stored response are that one transaction. A concurrent duplicate waits
+on the key's primary key until the first commits, then gets its replay; a process that dies mid-request leaves
+nothing behind.
+
+A use case that calls a provider commits its attempt before the call, so its key is claimed in a short
+transaction of its own: concurrent duplicates meet on the primary key, one runs and the others get
+`409 idempotency_request_in_progress` (or the replay, once the first finished). A key whose request never
+finished (the process died) can be taken over by a retry after `idempotency_lock_seconds`; those use cases are
+guarded by the state machine and unique constraints, so a takeover cannot repeat an effect.
 """
 
 from __future__ import annotations
@@ -16,12 +23,15 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from fastapi import Request, Response
 from pydantic import BaseModel
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import ReturningInsert
 
 from paymux.core.clock import Clock
 from paymux.core.crypto import EnvelopeCipher
@@ -77,7 +87,7 @@ class IdempotencyStore:
     def __init__(
         self, db: Database, clock: Clock, cipher: EnvelopeCipher, *, ttl: timedelta, lock_timeout: timedelta
     ) -> None:
-        self._db = db
+        self.database = db
         self._clock = clock
         self._cipher = cipher
         self._ttl = ttl
@@ -86,9 +96,83 @@ class IdempotencyStore:
     async def begin(
         self, owner: str, key: str, request_fingerprint: str, method: str, path: str
     ) -> StoredResponse | None:
-        """Claim the key for this request, or return the response it already has."""
+        """Claim the key for this request in a transaction of its own, or return the response it already has."""
+        async with self.database.unit_of_work() as session:
+            return await self.claim(session, owner, key, request_fingerprint, method, path)
+
+    async def claim(
+        self, session: AsyncSession, owner: str, key: str, request_fingerprint: str, method: str, path: str
+    ) -> StoredResponse | None:
+        """Claim the key within the caller's transaction, or return the response it already has."""
         now = self._clock.now()
+        values = self._claim_values(owner, key, request_fingerprint, method, path)
+        if (await session.execute(self._insert(values))).scalar_one_or_none() is not None:
+            return None
+        record = (
+            await session.execute(
+                select(IdempotencyRecord)
+                .where(IdempotencyRecord.owner == owner, IdempotencyRecord.key == key)
+                .with_for_update()
+            )
+        ).scalar_one()
+        if record.expires_at <= now:
+            for name, value in values.items():
+                setattr(record, name, value)
+            record.response_status = None
+            record.response_body = None
+            return None
+        if record.fingerprint != request_fingerprint:
+            raise IdempotencyKeyReused(
+                f"The Idempotency-Key {key!r} was first used with {record.method} {record.path} and another body."
+            )
+        if record.response_status is not None and record.response_body is not None:
+            body = self._cipher.open(record.response_body, context=self._context(owner, key))
+            return StoredResponse(record.response_status, body)
+        if record.locked_at is not None and now - record.locked_at < self._lock_timeout:
+            raise IdempotencyInProgress("Retry once the first request with this key has finished.")
+        record.locked_at = now  # the first attempt died without an answer: this retry takes it over
+        return None
+
+    async def complete(self, owner: str, key: str, response: StoredResponse) -> None:
+        async with self.database.unit_of_work() as session:
+            await self.save(session, owner, key, response)
+
+    async def save(self, session: AsyncSession, owner: str, key: str, response: StoredResponse) -> None:
+        """Store the response of a claimed key, in the caller's transaction."""
+        sealed = self._cipher.seal(response.body, context=self._context(owner, key))
+        # One statement: this is on the path of every POST that carries a key.
+        await session.execute(
+            update(IdempotencyRecord)
+            .where(IdempotencyRecord.owner == owner, IdempotencyRecord.key == key)
+            .values(response_status=response.status, response_body=sealed, locked_at=None)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def record_outcome(
+        self,
+        owner: str,
+        key: str,
+        request_fingerprint: str,
+        method: str,
+        path: str,
+        response: StoredResponse,
+    ) -> None:
+        """Store the answer of an atomic request whose transaction rolled back (a 4xx), unless the key was taken
+        meanwhile: a duplicate that waited on it ran after the rollback, and its answer is the one kept."""
         values = {
+            **self._claim_values(owner, key, request_fingerprint, method, path),
+            "locked_at": None,
+            "response_status": response.status,
+            "response_body": self._cipher.seal(response.body, context=self._context(owner, key)),
+        }
+        async with self.database.unit_of_work() as session:
+            await session.execute(self._insert(values))
+
+    def _claim_values(
+        self, owner: str, key: str, request_fingerprint: str, method: str, path: str
+    ) -> dict[str, Any]:
+        now = self._clock.now()
+        return {
             "owner": owner,
             "key": key,
             "fingerprint": request_fingerprint,
@@ -98,58 +182,22 @@ class IdempotencyStore:
             "created_at": now,
             "expires_at": now + self._ttl,
         }
-        insert = pg_insert if not self._db.is_sqlite else sqlite_insert
-        statement = (
+
+    def _insert(self, values: dict[str, Any]) -> ReturningInsert[tuple[str]]:
+        insert = sqlite_insert if self.database.is_sqlite else pg_insert
+        return (
             insert(IdempotencyRecord)
             .values(**values)
             .on_conflict_do_nothing()
             .returning(IdempotencyRecord.key)
         )
-        async with self._db.unit_of_work() as session:
-            if (await session.execute(statement)).scalar_one_or_none() is not None:
-                return None
-            record = (
-                await session.execute(
-                    select(IdempotencyRecord)
-                    .where(IdempotencyRecord.owner == owner, IdempotencyRecord.key == key)
-                    .with_for_update()
-                )
-            ).scalar_one()
-            if record.expires_at <= now:
-                for name, value in values.items():
-                    setattr(record, name, value)
-                record.response_status = None
-                record.response_body = None
-                return None
-            if record.fingerprint != request_fingerprint:
-                raise IdempotencyKeyReused(
-                    f"The Idempotency-Key {key!r} was first used with {record.method} {record.path} and another body."
-                )
-            if record.response_status is not None and record.response_body is not None:
-                body = self._cipher.open(record.response_body, context=self._context(owner, key))
-                return StoredResponse(record.response_status, body)
-            if record.locked_at is not None and now - record.locked_at < self._lock_timeout:
-                raise IdempotencyInProgress("Retry once the first request with this key has finished.")
-            record.locked_at = now  # the first attempt died without an answer: this retry takes it over
-            return None
-
-    async def complete(self, owner: str, key: str, response: StoredResponse) -> None:
-        sealed = self._cipher.seal(response.body, context=self._context(owner, key))
-        async with self._db.unit_of_work() as session:
-            # One statement: this is on the path of every POST that carries a key.
-            await session.execute(
-                update(IdempotencyRecord)
-                .where(IdempotencyRecord.owner == owner, IdempotencyRecord.key == key)
-                .values(response_status=response.status, response_body=sealed, locked_at=None)
-                .execution_options(synchronize_session=False)
-            )
 
     @staticmethod
     def _context(owner: str, key: str) -> str:
         return f"idempotency:{owner}:{key}"
 
     async def release(self, owner: str, key: str) -> None:
-        async with self._db.unit_of_work() as session:
+        async with self.database.unit_of_work() as session:
             await session.execute(
                 delete(IdempotencyRecord).where(
                     IdempotencyRecord.owner == owner,
@@ -159,7 +207,7 @@ class IdempotencyStore:
             )
 
     async def purge_expired(self) -> int:
-        async with self._db.unit_of_work() as session:
+        async with self.database.unit_of_work() as session:
             result = await session.execute(
                 delete(IdempotencyRecord).where(IdempotencyRecord.expires_at <= self._clock.now())
             )
@@ -185,41 +233,102 @@ class IdempotentCall:
         self._request = request
         self._store = store
 
-    async def run(self, action: Callable[[], Awaitable[BaseModel]], *, status_code: int = 200) -> Response:
+    async def run(
+        self, action: Callable[[], Awaitable[BaseModel]], *, status_code: int = 200, atomic: bool = False
+    ) -> Response:
+        """Run `action` under the request's key. `atomic`: the action does all its work in one unit of work,
+        which the claim and the stored response join (see the module's docstring)."""
         key = self._request.headers.get(HEADER)
         if key is None:
-            return Response(
-                _json_bytes(await action()), status_code=status_code, media_type="application/json"
-            )
+            return _json_response(_json_bytes(await action()), status_code)
         if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable() or not key.isascii():
             raise InvalidIdempotencyKey(f"An {HEADER} is 1 to {MAX_KEY_LENGTH} printable ASCII characters.")
         principal: Principal = self._request.state.principal
-        owner = principal.idempotency_owner
         body = await self._request.body()
         path = request_path(self._request)
-        stored = await self._store.begin(
-            owner, key, fingerprint(self._request.method, path, body), self._request.method, path
+        request = _KeyedRequest(
+            principal.idempotency_owner,
+            key,
+            fingerprint(self._request.method, path, body),
+            self._request.method,
+            path,
         )
-        if stored is not None:
-            media_type = PROBLEM_MEDIA_TYPE if stored.status >= 400 else "application/json"
-            return Response(
-                stored.body, status_code=stored.status, media_type=media_type, headers={REPLAY_HEADER: "true"}
+        if atomic:
+            return await self._run_atomic(request, action, status_code)
+        return await self._run_claimed(request, action, status_code)
+
+    async def _run_atomic(
+        self, request: _KeyedRequest, action: Callable[[], Awaitable[BaseModel]], status_code: int
+    ) -> Response:
+        store = self._store
+        try:
+            async with store.database.enclosing_unit_of_work() as session:
+                stored = await store.claim(session, *request.claim_arguments())
+                if stored is not None:
+                    return _replay(stored)
+                payload = _json_bytes(await action())
+                await store.save(session, request.owner, request.key, StoredResponse(status_code, payload))
+        except PaymuxError as exc:
+            if exc.status >= 500 or isinstance(exc, _KEY_ERRORS):
+                raise
+            # The effect rolled back with the claim; the answer is stored on its own.
+            await store.record_outcome(
+                *request.claim_arguments(), StoredResponse(exc.status, self._problem(exc))
             )
+            raise
+        return _json_response(payload, status_code)
+
+    async def _run_claimed(
+        self, request: _KeyedRequest, action: Callable[[], Awaitable[BaseModel]], status_code: int
+    ) -> Response:
+        store = self._store
+        stored = await store.begin(*request.claim_arguments())
+        if stored is not None:
+            return _replay(stored)
         try:
             result = await action()
         except PaymuxError as exc:
             if exc.status >= 500:
-                await self._store.release(owner, key)
+                await store.release(request.owner, request.key)
                 raise
-            # The same bytes the error handler sends, so a replay is identical to the first answer.
-            problem = json.dumps(
-                exc.to_problem(request_id_of(self._request)), separators=(",", ":"), ensure_ascii=False
-            ).encode("utf-8")
-            await self._store.complete(owner, key, StoredResponse(exc.status, problem))
+            await store.complete(request.owner, request.key, StoredResponse(exc.status, self._problem(exc)))
             raise
         except BaseException:
-            await self._store.release(owner, key)
+            await store.release(request.owner, request.key)
             raise
         payload = _json_bytes(result)
-        await self._store.complete(owner, key, StoredResponse(status_code, payload))
-        return Response(payload, status_code=status_code, media_type="application/json")
+        await store.complete(request.owner, request.key, StoredResponse(status_code, payload))
+        return _json_response(payload, status_code)
+
+    def _problem(self, exc: PaymuxError) -> bytes:
+        # The same bytes the error handler sends, so a replay is identical to the first answer.
+        return json.dumps(
+            exc.to_problem(request_id_of(self._request)), separators=(",", ":"), ensure_ascii=False
+        ).encode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyedRequest:
+    owner: str
+    key: str
+    fingerprint: str
+    method: str
+    path: str
+
+    def claim_arguments(self) -> tuple[str, str, str, str, str]:
+        return self.owner, self.key, self.fingerprint, self.method, self.path
+
+
+# Answers about the key itself, not the use case: never stored.
+_KEY_ERRORS = (IdempotencyKeyReused, IdempotencyInProgress)
+
+
+def _json_response(payload: bytes, status_code: int) -> Response:
+    return Response(payload, status_code=status_code, media_type="application/json")
+
+
+def _replay(stored: StoredResponse) -> Response:
+    media_type = PROBLEM_MEDIA_TYPE if stored.status >= 400 else "application/json"
+    return Response(
+        stored.body, status_code=stored.status, media_type=media_type, headers={REPLAY_HEADER: "true"}
+    )

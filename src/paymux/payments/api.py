@@ -54,7 +54,7 @@ async def create_payment_intent(
             created.intent, payment_token=created.token.token, expires_at=created.token.expires_at
         )
 
-    return await idempotent.run(create, status_code=201)
+    return await idempotent.run(create, status_code=201, atomic=True)
 
 
 @router.get(

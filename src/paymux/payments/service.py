@@ -174,33 +174,9 @@ class PaymentService:
         now = self._clock.now()
         try:
             async with self._db.unit_of_work() as session:
-                store = await self._tenants.store_in_scope(session, principal, store_id)
-                if not store.is_active or not await self._tenants.merchant_is_active(
-                    session, store.merchant_id
-                ):
+                store = await self._tenants.payable_store(session, principal, store_id)
+                if not store.active:
                     raise StoreInactive(f"Store {store.id} or its merchant is deactivated.")
-                taken = (
-                    await session.execute(
-                        select(PaymentIntent.id, PaymentIntent.store_id).where(
-                            PaymentIntent.merchant_id == store.merchant_id,
-                            PaymentIntent.merchant_ref_id == request.merchant_ref_id,
-                        )
-                    )
-                ).one_or_none()
-                if taken is not None:
-                    existing_id, existing_store = taken
-                    # Name the existing intent only to a caller who may see it (a store-scoped client may not
-                    # see its sibling stores' intents).
-                    if principal.sees(
-                        client_partner_id=store.client_partner_id,
-                        merchant_id=store.merchant_id,
-                        store_id=existing_store,
-                    ):
-                        raise MerchantRefTaken(
-                            f"merchant_ref_id {request.merchant_ref_id!r} is {existing_id}.",
-                            payment_intent_id=existing_id,
-                        )
-                    raise MerchantRefTaken(f"merchant_ref_id {request.merchant_ref_id!r} is already used.")
                 intent = PaymentIntent(
                     id=new_id("pi"),
                     client_partner_id=store.client_partner_id,
@@ -232,9 +208,32 @@ class PaymentService:
                 )
                 await session.flush()
         except IntegrityError as exc:
-            # Two creates with one merchant_ref_id raced past the check; the unique constraint decided.
-            raise MerchantRefTaken(f"merchant_ref_id {request.merchant_ref_id!r} is already used.") from exc
+            # The merchant_ref_id is taken (the unique constraint decides, also between two racing creates).
+            raise await self._merchant_ref_taken(principal, store_id, request.merchant_ref_id) from exc
         return CreatedIntent(intent=intent, token=token)
+
+    async def _merchant_ref_taken(
+        self, principal: Principal, store_id: int, merchant_ref_id: str
+    ) -> MerchantRefTaken:
+        async with self._db.reading() as session:
+            store = await self._tenants.payable_store(session, principal, store_id)
+            taken = (
+                await session.execute(
+                    select(PaymentIntent.id, PaymentIntent.store_id).where(
+                        PaymentIntent.merchant_id == store.merchant_id,
+                        PaymentIntent.merchant_ref_id == merchant_ref_id,
+                    )
+                )
+            ).one_or_none()
+        # Name the existing intent only to a caller who may see it (a store-scoped client may not see its
+        # sibling stores' intents).
+        if taken is not None and principal.sees(
+            client_partner_id=store.client_partner_id, merchant_id=store.merchant_id, store_id=taken.store_id
+        ):
+            return MerchantRefTaken(
+                f"merchant_ref_id {merchant_ref_id!r} is {taken.id}.", payment_intent_id=taken.id
+            )
+        return MerchantRefTaken(f"merchant_ref_id {merchant_ref_id!r} is already used.")
 
     async def retrieve(self, principal: Principal, intent_id: str) -> PaymentIntent:
         require(principal, Operation.PAYMENT_INTENTS_READ)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.audit.service import AuditAction, AuditLog, AuditObject
@@ -62,6 +62,27 @@ class BootstrapResult:
 # Bootstrap and single provider configs are operator tools (the CLI, the demo); without a named operator they
 # are recorded as paymux's own.
 OPERATOR = Principal.operator("paymux")
+
+
+@dataclass(frozen=True, slots=True)
+class PayableStore:
+    id: int
+    client_partner_id: int
+    merchant_id: int
+    active: bool  # the store and its merchant both take payments
+
+
+_PAYABLE_STORE = (
+    select(
+        Store.id,
+        Store.client_partner_id,
+        Store.merchant_id,
+        Store.is_active.label("store_active"),
+        Merchant.is_active.label("merchant_active"),
+    )
+    .join(Merchant, Merchant.id == Store.merchant_id)
+    .where(Store.id == bindparam("store_id"))
+)
 
 
 class TenantService:
@@ -256,6 +277,21 @@ class TenantService:
             raise StoreNotFound(f"No store {store_id} in this client's scope.")
         return store
 
+    async def payable_store(self, session: AsyncSession, principal: Principal, store_id: int) -> PayableStore:
+        """A store in the caller's scope, with whether it and its merchant take payments: one query, as every
+        PaymentIntent create asks it."""
+        row = (await session.execute(_PAYABLE_STORE, {"store_id": store_id})).one_or_none()
+        if row is None or not principal.sees(
+            client_partner_id=row.client_partner_id, merchant_id=row.merchant_id, store_id=row.id
+        ):
+            raise StoreNotFound(f"No store {store_id} in this client's scope.")
+        return PayableStore(
+            id=row.id,
+            client_partner_id=row.client_partner_id,
+            merchant_id=row.merchant_id,
+            active=bool(row.store_active and row.merchant_active),
+        )
+
     async def fee_rule(self, session: AsyncSession, store_id: int, currency: str) -> FeeRule | None:
         """The store's fee rule for a currency; None when it charges no fee in that currency."""
         store = await session.get(Store, store_id)
@@ -338,10 +374,6 @@ class TenantService:
         ):
             raise MerchantNotFound(f"No merchant {merchant_id} in this client's scope.")
         return merchant
-
-    async def merchant_is_active(self, session: AsyncSession, merchant_id: int) -> bool:
-        merchant = await session.get(Merchant, merchant_id)
-        return merchant is not None and merchant.is_active
 
     async def active_provider_configs(
         self, session: AsyncSession, store_id: int
