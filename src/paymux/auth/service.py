@@ -131,15 +131,10 @@ class PaymentTokenService:
         self._clock = clock
         self._ttl = ttl
 
-    async def issue(
-        self,
-        session: AsyncSession,
-        *,
-        payment_intent_id: str,
-        client_partner_id: int,
-        merchant_id: int,
-        store_id: int,
-    ) -> IssuedToken:
+    def new_token(
+        self, *, payment_intent_id: str, client_partner_id: int, merchant_id: int, store_id: int
+    ) -> tuple[IssuedToken, PaymentToken]:
+        """A new token and its record, for the caller to insert in its unit of work."""
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = self._clock.now()
         record = PaymentToken(
@@ -151,8 +146,7 @@ class PaymentTokenService:
             created_at=now,
             expires_at=now + self._ttl,
         )
-        session.add(record)
-        return IssuedToken(token=token, expires_at=record.expires_at)
+        return IssuedToken(token=token, expires_at=record.expires_at), record
 
     async def resolve(self, token: str) -> PaymentToken:
         """The live record of a presented token; raises when unknown or expired."""

@@ -10,15 +10,18 @@ writers queue on the busy timeout instead of failing when a reader upgrades to a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, DateTime, Dialect, MetaData, event
+from sqlalchemy import JSON, DateTime, Dialect, Insert, MetaData, Table, event, insert, inspect
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
@@ -60,6 +63,48 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 #: JSON documents: JSONB on PostgreSQL, JSON text elsewhere.
 JSONDocument = JSON().with_variant(JSONB(), "postgresql")
+
+
+async def insert_new(session: AsyncSession, *rows: Base) -> None:
+    """Insert new rows in the order given, one cached Core statement each, without the ORM's unit of work.
+
+    For hot paths that write rows once: the objects stay transient (the session does not track them), so a
+    change made to one afterwards is not saved. Attributes never set get their column defaults.
+    """
+    connection = await session.connection()
+    for row in rows:
+        statement, columns = _insert_plan(type(row))
+        values = row.__dict__
+        await connection.execute(
+            statement, {column: values[attribute] for attribute, column in columns if attribute in values}
+        )
+
+
+async def insert_if_absent(session: AsyncSession, row: Base, *, unique: tuple[str, ...]) -> bool:
+    """Insert a new row like `insert_new`, unless a row with its values in `unique` (the columns of a unique
+    constraint) exists: False then, and the transaction stays usable (no IntegrityError to roll back)."""
+    connection = await session.connection()
+    _, columns = _insert_plan(type(row))
+    statement = _insert_unless_conflict(type(row), unique, connection.dialect.name)
+    values = row.__dict__
+    inserted = await connection.execute(
+        statement, {column: values[attribute] for attribute, column in columns if attribute in values}
+    )
+    return inserted.first() is not None
+
+
+@functools.cache
+def _insert_unless_conflict(model: type[Base], unique: tuple[str, ...], dialect: str) -> Insert:
+    table = cast(Table, inspect(model).local_table)
+    insert_of = sqlite_insert if dialect == "sqlite" else postgresql_insert
+    return insert_of(table).on_conflict_do_nothing(index_elements=list(unique)).returning(*table.primary_key)
+
+
+@functools.cache
+def _insert_plan(model: type[Base]) -> tuple[Insert, tuple[tuple[str, str], ...]]:
+    mapper = inspect(model)
+    columns = tuple((attribute.key, attribute.columns[0].key) for attribute in mapper.column_attrs)
+    return insert(cast(Table, mapper.local_table)), columns
 
 
 class DatabaseURLError(ValueError):

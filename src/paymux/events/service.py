@@ -41,7 +41,31 @@ class EventService:
         store_id: int | None,
     ) -> Event:
         """Add an event to the caller's unit of work: it commits if and only if the change it describes does."""
-        event = Event(
+        event = self.new_event(
+            type=type,
+            object_type=object_type,
+            object_id=object_id,
+            payload=payload,
+            client_partner_id=client_partner_id,
+            merchant_id=merchant_id,
+            store_id=store_id,
+        )
+        session.add(event)
+        return event
+
+    def new_event(
+        self,
+        *,
+        type: str,
+        object_type: str,
+        object_id: str,
+        payload: Mapping[str, Any],
+        client_partner_id: int,
+        merchant_id: int,
+        store_id: int | None,
+    ) -> Event:
+        """An event for the caller to insert in its unit of work."""
+        return Event(
             id=new_id("evt"),
             type=type,
             object_type=object_type,
@@ -52,8 +76,6 @@ class EventService:
             store_id=store_id,
             created_at=self._clock.now(),
         )
-        session.add(event)
-        return event
 
     async def list_events(
         self,

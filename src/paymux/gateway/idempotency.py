@@ -23,15 +23,14 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from fastapi import Request, Response
 from pydantic import BaseModel
-from sqlalchemy import delete, select, update
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.dml import ReturningInsert
 
 from paymux.core.clock import Clock
 from paymux.core.crypto import EnvelopeCipher
@@ -73,6 +72,16 @@ class StoredResponse:
     body: bytes
 
 
+_TABLE = cast(Table, IdempotencyRecord.__table__)
+_SAVE = (
+    update(_TABLE)
+    .where(_TABLE.c.owner == bindparam("owner_"), _TABLE.c.key == bindparam("key_"))
+    .values(
+        response_status=bindparam("response_status"), response_body=bindparam("response_body"), locked_at=None
+    )
+)
+
+
 def fingerprint(method: str, path: str, body: bytes) -> str:
     digest = hashlib.sha256()
     for part in (method.encode(), path.encode(), body):
@@ -92,6 +101,9 @@ class IdempotencyStore:
         self._cipher = cipher
         self._ttl = ttl
         self._lock_timeout = lock_timeout
+        # Built once: the claim and the save are on the path of every POST that carries a key.
+        insert = sqlite_insert if db.is_sqlite else pg_insert
+        self._insert = insert(_TABLE).on_conflict_do_nothing().returning(_TABLE.c.key)
 
     async def begin(
         self, owner: str, key: str, request_fingerprint: str, method: str, path: str
@@ -106,7 +118,8 @@ class IdempotencyStore:
         """Claim the key within the caller's transaction, or return the response it already has."""
         now = self._clock.now()
         values = self._claim_values(owner, key, request_fingerprint, method, path)
-        if (await session.execute(self._insert(values))).scalar_one_or_none() is not None:
+        connection = await session.connection()
+        if (await connection.execute(self._insert, values)).scalar_one_or_none() is not None:
             return None
         record = (
             await session.execute(
@@ -120,6 +133,7 @@ class IdempotencyStore:
                 setattr(record, name, value)
             record.response_status = None
             record.response_body = None
+            await session.flush()  # now: the response is saved with a Core statement, which does not flush
             return None
         if record.fingerprint != request_fingerprint:
             raise IdempotencyKeyReused(
@@ -131,6 +145,7 @@ class IdempotencyStore:
         if record.locked_at is not None and now - record.locked_at < self._lock_timeout:
             raise IdempotencyInProgress("Retry once the first request with this key has finished.")
         record.locked_at = now  # the first attempt died without an answer: this retry takes it over
+        await session.flush()
         return None
 
     async def complete(self, owner: str, key: str, response: StoredResponse) -> None:
@@ -140,12 +155,9 @@ class IdempotencyStore:
     async def save(self, session: AsyncSession, owner: str, key: str, response: StoredResponse) -> None:
         """Store the response of a claimed key, in the caller's transaction."""
         sealed = self._cipher.seal(response.body, context=self._context(owner, key))
-        # One statement: this is on the path of every POST that carries a key.
-        await session.execute(
-            update(IdempotencyRecord)
-            .where(IdempotencyRecord.owner == owner, IdempotencyRecord.key == key)
-            .values(response_status=response.status, response_body=sealed, locked_at=None)
-            .execution_options(synchronize_session=False)
+        connection = await session.connection()
+        await connection.execute(
+            _SAVE, {"owner_": owner, "key_": key, "response_status": response.status, "response_body": sealed}
         )
 
     async def record_outcome(
@@ -166,7 +178,7 @@ class IdempotencyStore:
             "response_body": self._cipher.seal(response.body, context=self._context(owner, key)),
         }
         async with self.database.unit_of_work() as session:
-            await session.execute(self._insert(values))
+            await (await session.connection()).execute(self._insert, values)
 
     def _claim_values(
         self, owner: str, key: str, request_fingerprint: str, method: str, path: str
@@ -182,15 +194,6 @@ class IdempotencyStore:
             "created_at": now,
             "expires_at": now + self._ttl,
         }
-
-    def _insert(self, values: dict[str, Any]) -> ReturningInsert[tuple[str]]:
-        insert = sqlite_insert if self.database.is_sqlite else pg_insert
-        return (
-            insert(IdempotencyRecord)
-            .values(**values)
-            .on_conflict_do_nothing()
-            .returning(IdempotencyRecord.key)
-        )
 
     @staticmethod
     def _context(owner: str, key: str) -> str:

@@ -10,14 +10,14 @@ from typing import TypeVar, assert_never
 
 import structlog
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.audit.service import AuditAction, AuditLog, AuditObject
 from paymux.auth.service import IssuedToken, PaymentTokenService
 from paymux.core.clock import Clock
-from paymux.core.db import Database
+from paymux.core.db import Database, insert_if_absent, insert_new
 from paymux.core.ids import new_id
+from paymux.events.models import Event
 from paymux.events.service import EventService
 from paymux.gateway.permissions import Operation, require
 from paymux.gateway.principal import Principal
@@ -71,7 +71,7 @@ from paymux.providers.base import (
 )
 from paymux.providers.registry import ProviderRegistry
 from paymux.tenants.models import StoreProviderConfig
-from paymux.tenants.service import TenantService
+from paymux.tenants.service import PayableStore, TenantService
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -172,59 +172,58 @@ class PaymentService:
         if request.provider_name is not None:
             self._provider(request.provider_name, request.payment_method_type)
         now = self._clock.now()
-        try:
-            async with self._db.unit_of_work() as session:
-                store = await self._tenants.payable_store(session, principal, store_id)
-                if not store.active:
-                    raise StoreInactive(f"Store {store.id} or its merchant is deactivated.")
-                intent = PaymentIntent(
-                    id=new_id("pi"),
-                    client_partner_id=store.client_partner_id,
-                    merchant_id=store.merchant_id,
-                    store_id=store.id,
-                    merchant_ref_id=request.merchant_ref_id,
-                    order_id=request.order_id,
-                    amount=request.amount,
-                    currency=request.currency,
-                    amount_captured=0,
-                    amount_refunded=0,
-                    payment_method_type=request.payment_method_type.value,
-                    processing_mode=request.processing_mode.value,
-                    status=PaymentStatus.REQUIRES_PAYMENT_METHOD.value,
-                    provider_name=request.provider_name,
-                    metadata_=dict(request.metadata),
-                    created_at=now,
-                    updated_at=now,
-                )
-                session.add(intent)
-                session.add(self._history(intent, None, "created"))
-                self._emit_intent(session, intent, "payment_intent.created")
-                token = await self._tokens.issue(
-                    session,
-                    payment_intent_id=intent.id,
-                    client_partner_id=intent.client_partner_id,
-                    merchant_id=intent.merchant_id,
-                    store_id=intent.store_id,
-                )
-                await session.flush()
-        except IntegrityError as exc:
-            # The merchant_ref_id is taken (the unique constraint decides, also between two racing creates).
-            raise await self._merchant_ref_taken(principal, store_id, request.merchant_ref_id) from exc
+        async with self._db.unit_of_work() as session:
+            store = await self._tenants.payable_store(session, principal, store_id)
+            if not store.active:
+                raise StoreInactive(f"Store {store.id} or its merchant is deactivated.")
+            intent = PaymentIntent(
+                id=new_id("pi"),
+                client_partner_id=store.client_partner_id,
+                merchant_id=store.merchant_id,
+                store_id=store.id,
+                merchant_ref_id=request.merchant_ref_id,
+                order_id=request.order_id,
+                amount=request.amount,
+                currency=request.currency,
+                amount_captured=0,
+                amount_refunded=0,
+                payment_method_type=request.payment_method_type.value,
+                processing_mode=request.processing_mode.value,
+                status=PaymentStatus.REQUIRES_PAYMENT_METHOD.value,
+                provider_name=request.provider_name,
+                metadata_=dict(request.metadata),
+                created_at=now,
+                updated_at=now,
+            )
+            # The unique constraint decides whether the merchant_ref_id is free, also between racing creates.
+            if not await insert_if_absent(session, intent, unique=("merchant_id", "merchant_ref_id")):
+                raise await self._merchant_ref_taken(session, principal, store, request.merchant_ref_id)
+            token, token_row = self._tokens.new_token(
+                payment_intent_id=intent.id,
+                client_partner_id=intent.client_partner_id,
+                merchant_id=intent.merchant_id,
+                store_id=intent.store_id,
+            )
+            # Core inserts rather than the ORM's flush: this is the hot path, and nothing here changes after.
+            await insert_new(
+                session,
+                self._history(intent, None, "created"),
+                self._intent_event(intent, "payment_intent.created"),
+                token_row,
+            )
         return CreatedIntent(intent=intent, token=token)
 
     async def _merchant_ref_taken(
-        self, principal: Principal, store_id: int, merchant_ref_id: str
+        self, session: AsyncSession, principal: Principal, store: PayableStore, merchant_ref_id: str
     ) -> MerchantRefTaken:
-        async with self._db.reading() as session:
-            store = await self._tenants.payable_store(session, principal, store_id)
-            taken = (
-                await session.execute(
-                    select(PaymentIntent.id, PaymentIntent.store_id).where(
-                        PaymentIntent.merchant_id == store.merchant_id,
-                        PaymentIntent.merchant_ref_id == merchant_ref_id,
-                    )
+        taken = (
+            await session.execute(
+                select(PaymentIntent.id, PaymentIntent.store_id).where(
+                    PaymentIntent.merchant_id == store.merchant_id,
+                    PaymentIntent.merchant_ref_id == merchant_ref_id,
                 )
-            ).one_or_none()
+            )
+        ).one_or_none()
         # Name the existing intent only to a caller who may see it (a store-scoped client may not see its
         # sibling stores' intents).
         if taken is not None and principal.sees(
@@ -909,8 +908,10 @@ class PaymentService:
         )
 
     def _emit_intent(self, session: AsyncSession, intent: PaymentIntent, event_type: str) -> None:
-        self._events.record(
-            session,
+        session.add(self._intent_event(intent, event_type))
+
+    def _intent_event(self, intent: PaymentIntent, event_type: str) -> Event:
+        return self._events.new_event(
             type=event_type,
             object_type="payment_intent",
             object_id=intent.id,
