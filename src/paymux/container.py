@@ -109,9 +109,8 @@ class Container:
                 ip=settings.ratelimit_ip,
                 global_=settings.ratelimit_global,
             ),
-            redis_url=settings.redis_url,
+            redis=redis,
             enabled=settings.ratelimit_enabled,
-            connection_pool=redis.connection_pool if redis is not None else None,
         )
         provider_http = provider_client(settings.provider_timeout_seconds)
         registry = ProviderRegistry(

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from fastapi import FastAPI
 from pydantic import ValidationError
 from sqlalchemy import func, select
@@ -31,6 +32,8 @@ from paymux.app import create_app
 from paymux.config import Settings
 from paymux.container import Container
 from paymux.core.clock import FrozenClock
+from paymux.core.errors import TooManyRequests
+from paymux.gateway.ratelimit import LimitState, RateLimiter, RateLimits
 from paymux.payments.models import PaymentIntent
 from tests.conftest import empty_all_tables
 from tests.support import ServerClient, Tenant, bearer, bootstrap_tenant, intent_body
@@ -297,6 +300,58 @@ async def test_failed_signatures_count_against_the_ip(settings: Settings, clock:
         statuses = [(await forger.get(INTENTS)).status_code for _ in range(5)]
         # Unauthenticated callers, and bearers of unknown tokens, get 429 after 3; signature guessers too.
         assert statuses == [401, 401, 401, 429, 429]
+
+
+# ---------------------------------------------------------------------------------------------- all or none
+
+
+@asynccontextmanager
+async def limiter(**limits: str) -> AsyncIterator[RateLimiter]:
+    """A limiter on this pass's counters: Redis in the PostgreSQL pass, this process's memory otherwise."""
+    configured = RateLimits(
+        **{"merchant": "100/hour", "store": "100/hour", "ip": "100/hour", "global_": "100/hour", **limits}
+    )
+    client = aioredis.from_url(REDIS_URL) if REDIS_URL else None
+    rate_limiter = RateLimiter(configured, redis=client)
+    try:
+        await rate_limiter.reset()
+        yield rate_limiter
+    finally:
+        await rate_limiter.reset()
+        if client is not None:
+            await client.aclose()
+
+
+def assert_window(state: LimitState | None, limit: int, remaining: int) -> None:
+    assert state is not None
+    assert (state.limit, state.remaining) == (limit, remaining)
+
+
+async def test_a_refused_request_counts_against_none_of_its_limits() -> None:
+    async with limiter(merchant="2/hour", global_="5/hour") as rate_limiter:
+        for remaining in (1, 0):
+            state = await rate_limiter.hit(merchant_id=7)
+            assert_window(state, 2, remaining)
+        for _ in range(3):
+            with pytest.raises(TooManyRequests) as refused:
+                await rate_limiter.hit(merchant_id=7)
+            assert refused.value.headers["X-RateLimit-Remaining"] == "0"
+        # The three refusals used none of the global quota: 3 of its 5 are left for this request.
+        assert_window(await rate_limiter.hit(ip="192.0.2.9"), 5, 2)
+
+
+async def test_the_tightest_limit_is_reported_and_each_counts_once() -> None:
+    async with limiter(merchant="10/hour", store="3/hour", global_="50/hour") as rate_limiter:
+        state = await rate_limiter.hit(merchant_id=1, store_id=11)
+        assert_window(state, 3, 2)
+        state = await rate_limiter.hit(merchant_id=1)
+        assert_window(state, 10, 8)
+        state = await rate_limiter.hit(ip="192.0.2.1", count_global=False)
+        assert_window(state, 100, 99)
+        state = await rate_limiter.hit(merchant_id=2)
+        assert_window(state, 10, 9)
+        assert state is not None
+        assert state.reset_at > time.time()
 
 
 # ---------------------------------------------------------------------------------------------- settings

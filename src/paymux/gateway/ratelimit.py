@@ -4,21 +4,26 @@ Signed servers (HMAC) count against their merchant (and store, when the client i
 limit; every other caller (payment tokens in browsers and WebViews, unauthenticated requests) also counts
 against its IP. On Redis the counters are shared by every process; without Redis they live in this process.
 If Redis fails, quotas fail open (with an error in the log), as a payment should not fail for a counter.
+
+A request is counted against all its limits at once, or against none: one that a limit refuses does not use
+up the others. The counters are `limits`' sliding window counter (the previous window's count, weighted by how
+much of it still overlaps, plus the current one). In process they are `limits`' own; on Redis one script checks
+and counts every limit of a request in one round trip, where `limits` takes two per limit.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Protocol
 
+import redis.asyncio as aioredis
 import structlog
 from limits import RateLimitItem, parse
-from limits.aio.storage import Storage
+from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
-from limits.storage import storage_from_string
-from redis.asyncio import ConnectionPool
 
 from paymux.core.errors import TooManyRequests
 
@@ -49,15 +54,26 @@ class RateLimits:
     global_: str
 
 
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """One limit's answer for one request: whether it allows it, and its window after the request."""
+
+    kind: str
+    item: RateLimitItem
+    allowed: bool
+    state: LimitState
+
+
+class Counters(Protocol):
+    async def count(self, limits: Sequence[tuple[str, str, RateLimitItem]]) -> list[Counted]:
+        """Check (kind, identifier, item) limits; count the request against all of them if all allow it."""
+        ...
+
+    async def reset(self) -> None: ...
+
+
 class RateLimiter:
-    def __init__(
-        self,
-        limits: RateLimits,
-        *,
-        redis_url: str | None,
-        enabled: bool = True,
-        connection_pool: ConnectionPool | None = None,
-    ) -> None:
+    def __init__(self, limits: RateLimits, *, redis: aioredis.Redis | None, enabled: bool = True) -> None:
         self.enabled = enabled
         self._items: dict[str, RateLimitItem] = {
             "merchant": parse(limits.merchant),
@@ -65,15 +81,7 @@ class RateLimiter:
             "ip": parse(limits.ip),
             "global": parse(limits.global_),
         }
-        uri = f"async+{redis_url}" if redis_url else "async+memory://"
-        options: dict[str, Any] = (
-            {"implementation": "redispy", "key_prefix": "paymux-limits"} if redis_url else {}
-        )
-        if redis_url and connection_pool is not None:
-            # The process's one Redis pool: closing the container closes the limiter's connections too.
-            options["connection_pool"] = connection_pool
-        self._storage = cast(Storage, storage_from_string(uri, **options))
-        self._limiter = SlidingWindowCounterRateLimiter(self._storage)
+        self._counters: Counters = RedisCounters(redis) if redis is not None else MemoryCounters()
 
     async def hit(
         self,
@@ -97,37 +105,143 @@ class RateLimiter:
             keys.append(("store", str(store_id)))
         if ip is not None:
             keys.append(("ip", ip))
-        tightest: LimitState | None = None
+        if not keys:
+            return None
         try:
-            for kind, identifier in keys:
-                item = self._items[kind]
-                allowed = await self._limiter.hit(item, kind, identifier)
-                stats = await self._limiter.get_window_stats(item, kind, identifier)
-                state = LimitState(
-                    limit=item.amount, remaining=max(stats.remaining, 0), reset_at=stats.reset_time
-                )
-                if not allowed:
-                    retry_after = max(1, math.ceil(state.reset_at - time.time()))
-                    raise TooManyRequests(
-                        f"The {kind} rate limit of {item} is exhausted; retry after {retry_after} s.",
-                        headers={
-                            **state.headers(),
-                            "X-RateLimit-Remaining": "0",
-                            "Retry-After": str(retry_after),
-                        },
-                        limit=kind,
-                    )
-                if tightest is None or state.remaining < tightest.remaining:
-                    tightest = state
-        except TooManyRequests:
-            raise
+            counted = await self._counters.count([(kind, name, self._items[kind]) for kind, name in keys])
         except Exception as exc:  # fail open: the storage broke, not the caller
             log.error("rate limit storage unavailable; allowing the request", error=str(exc))
             return None
-        return tightest
+        refused = next((answer for answer in counted if not answer.allowed), None)
+        if refused is not None:
+            state = refused.state
+            retry_after = max(1, math.ceil(state.reset_at - time.time()))
+            raise TooManyRequests(
+                f"The {refused.kind} rate limit of {refused.item} is exhausted; retry after {retry_after} s.",
+                headers={**state.headers(), "X-RateLimit-Remaining": "0", "Retry-After": str(retry_after)},
+                limit=refused.kind,
+            )
+        return min((answer.state for answer in counted), key=lambda state: state.remaining)
+
+    async def reset(self) -> None:
+        await self._counters.reset()
+
+    def __repr__(self) -> str:
+        return f"RateLimiter(enabled={self.enabled}, counters={type(self._counters).__name__})"
+
+
+def window_state(
+    item: RateLimitItem, previous_count: int, previous_ttl: float, current_count: int, current_ttl: float
+) -> LimitState:
+    """A window's remaining requests and reset time, computed as `limits` computes its window stats."""
+    expiry = item.get_expiry()
+    weighted = previous_count * previous_ttl / expiry + current_count
+    now = time.time()
+    reset_in = math.inf
+    if previous_count:
+        reset_in = previous_ttl % (expiry / previous_count)
+    if current_count:
+        # A window counted from this very moment has exactly twice its length to live (Redis freezes the clock
+        # in a script): it rolls over in one full window, not at once.
+        reset_in = min(reset_in, current_ttl % expiry or expiry)
+    return LimitState(
+        limit=item.amount,
+        remaining=max(0, item.amount - math.floor(weighted)),
+        reset_at=now if math.isinf(reset_in) else now + reset_in,
+    )
+
+
+class MemoryCounters:
+    """This process's counters: `limits`' sliding window counter in memory."""
+
+    def __init__(self) -> None:
+        self._storage = MemoryStorage()
+        self._limiter = SlidingWindowCounterRateLimiter(self._storage)
+
+    async def count(self, limits: Sequence[tuple[str, str, RateLimitItem]]) -> list[Counted]:
+        allowed = [await self._limiter.test(item, kind, name) for kind, name, item in limits]
+        if all(allowed):
+            for kind, name, item in limits:
+                await self._limiter.hit(item, kind, name)
+        answers = []
+        for (kind, name, item), fits in zip(limits, allowed, strict=True):
+            stats = await self._limiter.get_window_stats(item, kind, name)
+            state = LimitState(
+                limit=item.amount, remaining=max(stats.remaining, 0), reset_at=stats.reset_time
+            )
+            answers.append(Counted(kind, item, fits, state))
+        return answers
 
     async def reset(self) -> None:
         await self._storage.reset()
 
-    def __repr__(self) -> str:
-        return f"RateLimiter(enabled={self.enabled}, storage={type(self._storage).__name__})"
+
+# KEYS: the previous and the current window of each limit, in pairs. ARGV: for each limit its amount and its
+# window in seconds. The windows roll as `limits`' acquire_sliding_window.lua rolls them; the request is counted
+# only if every limit allows it. Returns, per limit: allowed (0/1), previous count, previous TTL (ms), current
+# count, current TTL (ms), as the windows stand after the request.
+_COUNT_SCRIPT = """
+local results = {}
+local all_allowed = true
+for i = 1, #KEYS / 2 do
+    local previous_key, current_key = KEYS[2 * i - 1], KEYS[2 * i]
+    local limit = tonumber(ARGV[2 * i - 1])
+    local expiry = tonumber(ARGV[2 * i]) * 1000
+    local current_ttl = tonumber(redis.call('pttl', current_key))
+    if current_ttl > 0 and current_ttl < expiry then
+        redis.call('rename', current_key, previous_key)
+        redis.call('set', current_key, 0, 'PX', current_ttl + expiry)
+    end
+    local previous_count = tonumber(redis.call('get', previous_key)) or 0
+    local previous_ttl = math.max(tonumber(redis.call('pttl', previous_key)) or 0, 0)
+    local current_count = tonumber(redis.call('get', current_key)) or 0
+    current_ttl = math.max(tonumber(redis.call('pttl', current_key)) or 0, 0)
+    local allowed = math.floor(previous_count * previous_ttl / expiry) + current_count + 1 <= limit
+    all_allowed = all_allowed and allowed
+    results[i] = {allowed and 1 or 0, previous_count, previous_ttl, current_count, current_ttl}
+end
+if all_allowed then
+    for i = 1, #KEYS / 2 do
+        local current_key = KEYS[2 * i]
+        local expiry = tonumber(ARGV[2 * i]) * 1000
+        if redis.call('exists', current_key) == 1 then
+            results[i][4] = redis.call('incrby', current_key, 1)
+        else
+            redis.call('set', current_key, 1, 'PX', expiry * 2)
+            results[i][4] = 1
+            results[i][5] = redis.call('pttl', current_key)
+        end
+    end
+end
+return results
+"""
+
+
+class RedisCounters:
+    """Counters shared by every process, all of a request's limits checked and counted in one round trip."""
+
+    PREFIX = "paymux-limits:"
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._redis = client
+        self._script = client.register_script(_COUNT_SCRIPT)
+
+    async def count(self, limits: Sequence[tuple[str, str, RateLimitItem]]) -> list[Counted]:
+        keys: list[str] = []
+        arguments: list[int] = []
+        for kind, name, item in limits:
+            # One hash tag per limit keeps its two windows on one node of a Redis Cluster.
+            window = f"{self.PREFIX}{{{item.key_for(kind, name)}}}"
+            keys += [f"{window}:previous", f"{window}:current"]
+            arguments += [item.amount, item.get_expiry()]
+        rows = await self._script(keys=keys, args=arguments)
+        answers = []
+        for (kind, _, item), row in zip(limits, rows, strict=True):
+            allowed, previous_count, previous_ttl, current_count, current_ttl = (int(value) for value in row)
+            state = window_state(item, previous_count, previous_ttl / 1000, current_count, current_ttl / 1000)
+            answers.append(Counted(kind, item, bool(allowed), state))
+        return answers
+
+    async def reset(self) -> None:
+        async for key in self._redis.scan_iter(match=f"{self.PREFIX}*"):
+            await self._redis.delete(key)
