@@ -1,14 +1,14 @@
 """`paymux worker`: the outbox relay, webhook delivery and housekeeping, in a loop until told to stop.
 
 Any number of workers run side by side on PostgreSQL (they share work through SKIP LOCKED and endpoint leases);
-on SQLite run one. On SIGTERM or SIGINT a worker finishes the requests it has in flight, records them, releases
+on SQLite run one. An idle worker polls every `worker_poll_seconds`; on PostgreSQL a committed event wakes it
+at once (`events.wakeup`). On SIGTERM or SIGINT a worker finishes the requests it has in flight, records them, releases
 its leases and exits.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import socket
@@ -19,6 +19,7 @@ import structlog
 
 from paymux.container import Container
 from paymux.core.ids import new_id
+from paymux.events.wakeup import EventWakeup
 from paymux.webhooks.dispatcher import WebhookDispatcher
 from paymux.webhooks.ssrf import guarded_client
 
@@ -52,6 +53,7 @@ class Worker:
             send_timeout=settings.webhook_timeout_seconds,
         )
         self._poll = settings.worker_poll_seconds
+        self.wakeup = EventWakeup(settings.database_url)
         self._next_housekeeping = container.clock.now()
 
     async def run_once(self) -> int:
@@ -85,15 +87,16 @@ class Worker:
                     log.exception("worker round failed; retrying")
                     busy = 0
                 if not busy:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), timeout=self._poll)
+                    await self.wakeup.wait(stop, seconds=self._poll)
         finally:
             self.dispatcher.stopping = True
+            await self.wakeup.close()
             await self._http.aclose()
             log.info("worker stopped", worker=self.worker_id)
 
     async def aclose(self) -> None:
         """Release what `run_once` callers hold (`run` does this itself)."""
+        await self.wakeup.close()
         await self._http.aclose()
 
     def stop_soon(self) -> None:

@@ -4,7 +4,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from paymux.core.db import Base, JSONDocument, UTCDateTime
@@ -67,7 +67,16 @@ class ProviderWebhookEvent(Base):
     """An inbound provider notification, recorded once; duplicates are acknowledged and ignored."""
 
     __tablename__ = "provider_webhook_events"
-    __table_args__ = (UniqueConstraint("provider", "dedupe_key"),)
+    __table_args__ = (
+        UniqueConstraint("provider", "dedupe_key"),
+        # The worker's look for notifications whose check never ran: only those rows, by age.
+        Index(
+            "ix_provider_webhook_events_unprocessed",
+            "received_at",
+            postgresql_where=text("processed_at IS NULL"),
+            sqlite_where=text("processed_at IS NULL"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     provider: Mapped[str] = mapped_column(String(32))
