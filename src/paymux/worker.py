@@ -12,6 +12,7 @@ import asyncio
 import os
 import random
 import socket
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -56,10 +57,15 @@ class Worker:
         self.wakeup = EventWakeup(settings.database_url)
         self._next_housekeeping = container.clock.now()
 
+    async def deliver(self) -> int:
+        """The outbox relay and webhook delivery, what a committed event wakes the worker for; returns how much
+        work it found."""
+        relayed = await self.dispatcher.relay()
+        return relayed + await self.dispatcher.dispatch()
+
     async def run_once(self) -> int:
         """One round of every job; returns how much work it found."""
-        relayed = await self.dispatcher.relay()
-        sent = await self.dispatcher.dispatch()
+        delivered = await self.deliver()
         checked = await self.container.payments.check_due_payments()
         checked += await self.container.payments.check_due_refunds()
         settled = await self.container.inbound_webhooks.settle_stragglers()
@@ -75,19 +81,25 @@ class Worker:
                     self.container.tenants, self.container.providers, (now - timedelta(days=1)).date()
                 )
             self._next_housekeeping = now + HOUSEKEEPING_EVERY
-        return relayed + sent + checked + settled + expired
+        return delivered + checked + settled + expired
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("worker started", worker=self.worker_id)
         try:
+            next_round = 0.0
             while not stop.is_set():
                 try:
-                    busy = await self.run_once()
+                    if time.monotonic() >= next_round:
+                        busy = await self.run_once()
+                        next_round = time.monotonic() + (0 if busy else self._poll)
+                    else:  # woken by an event between rounds: only the outbox has news
+                        busy = await self.deliver()
                 except Exception:
                     log.exception("worker round failed; retrying")
                     busy = 0
+                    next_round = time.monotonic() + self._poll
                 if not busy:
-                    await self.wakeup.wait(stop, seconds=self._poll)
+                    await self.wakeup.wait(stop, seconds=max(0.0, next_round - time.monotonic()))
         finally:
             self.dispatcher.stopping = True
             await self.wakeup.close()

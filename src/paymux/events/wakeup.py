@@ -38,6 +38,11 @@ class EventWakeup:
     def listening(self) -> bool:
         return self._connection is not None and not self._connection.is_closed()
 
+    @property
+    def listener_pid(self) -> int | None:
+        """The PostgreSQL backend that listens (pg_stat_activity's pid), while one does."""
+        return int(self._connection.get_server_pid()) if self.listening and self._connection else None
+
     async def wait(self, stop: asyncio.Event, seconds: float) -> None:
         """Until an event commits (or did since the last wait), `stop` is set, or `seconds` pass."""
         await self._ensure_listening()

@@ -4,7 +4,9 @@ postings commit together; the read side and the standalone transfer open their o
 Concurrency: an account's balance changes only through one conditional UPDATE per account and booking, which
 takes the row lock and checks the floor against the row as it is when the lock is granted (PostgreSQL re-reads a
 row that another transaction changed meanwhile). Accounts are updated in code order, so two bookings that touch the
-same accounts cannot deadlock. A CHECK constraint on the table backs the floor up.
+same accounts cannot deadlock. A CHECK constraint on the table backs the floor up. The lock lasts until commit,
+so a booking sends the unit of work's other changes first and callers book last: a merchant's accounts are
+touched by each of its payments, and the time one holds them bounds how many the merchant takes per second.
 """
 
 from __future__ import annotations
@@ -124,6 +126,7 @@ class LedgerService:
     async def _insert(
         self, session: AsyncSession, drafts: Sequence[EntryDraft], pending: Mapping[str, Mapping[str, int]]
     ) -> dict[str, str]:
+        await _flush_before_locking(session)
         now = self._clock.now()
         deltas: dict[str, int] = defaultdict(int)
         specs: dict[str, AccountSpec] = {}
@@ -289,6 +292,7 @@ class LedgerService:
             return existing
         if draft.debit.currency != draft.credit.currency:
             raise ValueError("a hold moves money within one currency")
+        await _flush_before_locking(session)
         moved: dict[str, _Moved] = {}
         for spec, side in sorted(((draft.debit, Side.DEBIT), (draft.credit, Side.CREDIT)), key=_by_code):
             moved[spec.code] = await self._move(session, spec, **_reservation(spec, side, draft.amount))
@@ -310,6 +314,7 @@ class LedgerService:
             updated_at=now,
         )
         session.add(hold)
+        await session.flush()  # with the accounts still locked: before the caller's other work, not at commit
         return hold
 
     async def pending_hold(self, session: AsyncSession, source_id: str) -> Hold | None:
@@ -370,6 +375,7 @@ class LedgerService:
         hold.posted_amount = amount
         hold.entry_id = entry_id
         hold.updated_at = self._clock.now()
+        await session.flush()
         return entry_id
 
     async def void_hold(
@@ -384,6 +390,7 @@ class LedgerService:
 
     async def _release(self, session: AsyncSession, hold: Hold) -> None:
         debit, credit = await self._hold_accounts(session, hold)
+        await _flush_before_locking(session)
         for spec, side in sorted(((debit, Side.DEBIT), (credit, Side.CREDIT)), key=_by_code):
             await self._move(session, spec, **_released(spec, side, hold.amount))
 
@@ -553,6 +560,13 @@ class LedgerService:
         async with self._db.reading() as session:
             rows = list((await session.execute(statement.order_by(Posting.id.desc()).limit(limit + 1))).all())
         return rows[:limit], len(rows) > limit
+
+
+async def _flush_before_locking(session: AsyncSession) -> None:
+    """Send the unit of work's pending changes before the account rows are locked: a busy account (a merchant's
+    payable, a provider's clearing) is locked until commit, so every round trip left after its UPDATE makes the
+    next payment of that merchant wait longer."""
+    await session.flush()
 
 
 def _merchant_in_scope(principal: Principal, merchant_id: int | None) -> int:

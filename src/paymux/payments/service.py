@@ -300,12 +300,12 @@ class PaymentService:
             attempt.provider_name = provider.name
             attempt.next_check_at = self._clock.now() + check_delay(1)
             session.add(attempt)
-            await self._bookings.hold(session, intent)
             method = PaymentMethodType(intent.payment_method_type)
             if method is not PaymentMethodType.QR_MPM:
                 # A QR code goes requires_payment_method -> requires_action when it is shown; anything else is
                 # processing from the moment the provider hears of it.
                 self._transition(session, intent, PaymentStatus.PROCESSING, "confirmed")
+            await self._bookings.hold(session, intent)  # last: it locks the merchant's accounts until commit
             provider_request = PaymentRequest(
                 payment_intent_id=intent.id,
                 amount=intent.amount,
