@@ -144,7 +144,13 @@ class WebhookDispatcher:
                 for endpoint in by_merchant.get(event.merchant_id, []):
                     if subscribes(endpoint.events, event.type):
                         session.add(new_delivery(endpoint, event, now))
-                event.relayed_at = now
+            # One statement for the batch rather than an UPDATE per event.
+            await session.execute(
+                update(Event)
+                .where(Event.id.in_([event.id for event in events]))
+                .values(relayed_at=now)
+                .execution_options(synchronize_session=False)
+            )
             return len(events)
 
     # ------------------------------------------------------------------ delivery
