@@ -65,7 +65,11 @@ class Worker:
 
     async def run_once(self) -> int:
         """One round of every job; returns how much work it found."""
-        delivered = await self.deliver()
+        return await self.deliver() + await self.run_jobs()
+
+    async def run_jobs(self) -> int:
+        """The jobs a poll runs besides the outbox: payment and refund checks, stragglers' webhooks, expired
+        holds and housekeeping; returns how much work they found."""
         checked = await self.container.payments.check_due_payments()
         checked += await self.container.payments.check_due_refunds()
         settled = await self.container.inbound_webhooks.settle_stragglers()
@@ -81,7 +85,7 @@ class Worker:
                     self.container.tenants, self.container.providers, (now - timedelta(days=1)).date()
                 )
             self._next_housekeeping = now + HOUSEKEEPING_EVERY
-        return delivered + checked + settled + expired
+        return checked + settled + expired
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("worker started", worker=self.worker_id)
@@ -89,11 +93,13 @@ class Worker:
             next_round = 0.0
             while not stop.is_set():
                 try:
+                    busy = await self.deliver()
                     if time.monotonic() >= next_round:
-                        busy = await self.run_once()
-                        next_round = time.monotonic() + (0 if busy else self._poll)
-                    else:  # woken by an event between rounds: only the outbox has news
-                        busy = await self.deliver()
+                        # The polled jobs run again at once only while they find work of their own: under
+                        # load the outbox is always busy, and that must not turn polling into a spin.
+                        jobs = await self.run_jobs()
+                        next_round = time.monotonic() + (0 if jobs else self._poll)
+                        busy += jobs
                 except Exception:
                     log.exception("worker round failed; retrying")
                     busy = 0
