@@ -140,3 +140,31 @@ async def test_a_taken_unique_key_is_reported_and_the_transaction_goes_on(
     async with container.db.reading() as session:
         assert await session.get(PaymentIntent, same_ref.id) is None
         assert await session.get(PaymentIntentStatusChange, history.id) is not None
+
+
+async def test_dependents_go_in_with_their_row_and_only_with_it(
+    container: Container, tenant: Tenant, clock: FrozenClock
+) -> None:
+    unique = ("merchant_id", "merchant_ref_id")
+    intent = an_intent(tenant, clock, "ref-1")
+    # Columns left unset take their defaults.
+    del intent.amount_captured, intent.metadata_
+    async with container.db.unit_of_work() as session:
+        assert await insert_if_absent(session, intent, *its_rows(intent, clock), unique=unique)
+
+    again = an_intent(tenant, clock, "ref-1")
+    history, event, token = its_rows(again, clock)
+    async with container.db.unit_of_work() as session:
+        assert not await insert_if_absent(session, again, history, event, token, unique=unique)
+
+    async with container.db.reading() as session:
+        stored = await session.get(PaymentIntent, intent.id)
+        events = await session.scalar(select(func.count()).select_from(Event))
+        tokens = await session.scalar(select(func.count()).select_from(PaymentToken))
+        assert await session.get(PaymentIntent, again.id) is None
+        assert await session.get(PaymentIntentStatusChange, history.id) is None
+    assert stored is not None
+    assert stored.amount_captured == 0
+    assert stored.metadata_ == {}
+    assert events == 1
+    assert tokens == 1

@@ -18,7 +18,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import JSON, DateTime, Dialect, Insert, MetaData, Table, bindparam, event, insert, inspect
+from sqlalchemy import (
+    JSON,
+    ColumnDefault,
+    DateTime,
+    Dialect,
+    Insert,
+    MetaData,
+    Select,
+    Table,
+    bindparam,
+    event,
+    insert,
+    inspect,
+    select,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -74,58 +88,119 @@ async def insert_new(session: AsyncSession, *rows: Base) -> None:
     at its end), elsewhere one cached statement each, in the order given.
     """
     connection = await session.connection()
-    plans = [_insert_plan(type(row)) for row in rows]
-    values = [
-        {column: row.__dict__[attribute] for attribute, column in columns if attribute in row.__dict__}
-        for row, (_, columns) in zip(rows, plans, strict=True)
-    ]
+    values = [_values_of(row) for row in rows]
     if connection.dialect.name != "postgresql" or len(rows) < 2:
-        for (statement, _), parameters in zip(plans, values, strict=True):
-            await connection.execute(statement, parameters)
+        for row, parameters in zip(rows, values, strict=True):
+            await connection.execute(_insert_plan(type(row))[0], parameters)
         return
-    shape = tuple((type(row), tuple(parameters)) for row, parameters in zip(rows, values, strict=True))
-    await connection.execute(
-        _insert_together(shape),
-        {
-            f"r{index}_{column}": value
-            for index, parameters in enumerate(values)
-            for column, value in parameters.items()
-        },
-    )
+    await connection.execute(_insert_together(_shape(rows, values)), _numbered(values))
+
+
+async def insert_if_absent(
+    session: AsyncSession, row: Base, *dependents: Base, unique: tuple[str, ...]
+) -> bool:
+    """Insert a new row like `insert_new`, unless a row with its values in `unique` (the columns of a unique
+    constraint) exists: False then, and the transaction stays usable (no IntegrityError to roll back).
+
+    `dependents` (its history, say) go in with it and only with it: on PostgreSQL in the same statement.
+    """
+    connection = await session.connection()
+    dialect = connection.dialect.name
+    values = [_values_of(row)]
+    if dialect != "postgresql" or not dependents:
+        inserted = await connection.execute(_insert_unless_conflict(type(row), unique, dialect), values[0])
+        if inserted.first() is None:
+            return False
+        await insert_new(session, *dependents)
+        return True
+    values += [_values_of(dependent) for dependent in dependents]
+    statement = _insert_with_dependents(_shape((row, *dependents), values), unique)
+    inserted = await connection.execute(statement, _numbered(values))
+    return inserted.first() is not None
+
+
+Shape = tuple[tuple[type[Base], tuple[str, ...]], ...]
+
+
+def _values_of(row: Base) -> dict[str, Any]:
+    """The row's column values by column name. An attribute never set takes its column's Python-side default
+    here (SQLAlchemy applies none inside a WITH clause), or is left out for the database's default."""
+    attributes = row.__dict__
+    _, columns = _insert_plan(type(row))
+    values = {column: attributes[attribute] for attribute, column in columns if attribute in attributes}
+    for column, default in _python_defaults(type(row)):
+        if column not in values:
+            values[column] = default.arg(None) if default.is_callable else default.arg
+    return values
 
 
 @functools.cache
-def _insert_together(shape: tuple[tuple[type[Base], tuple[str, ...]], ...]) -> Insert:
-    """One INSERT per (model, columns) in `shape`, all but the last as WITH clauses of the last; the bound
-    parameter of row i's column c is named `ri_c`."""
-    inserts = []
-    for index, (model, columns) in enumerate(shape):
-        table = cast(Table, inspect(model).local_table)
-        inserts.append(
-            insert(table).values(
-                {column: bindparam(f"r{index}_{column}", type_=table.c[column].type) for column in columns}
-            )
-        )
+def _python_defaults(model: type[Base]) -> tuple[tuple[str, ColumnDefault], ...]:
+    return tuple(
+        (column.key, column.default)
+        for column in _table(model).columns
+        if isinstance(column.default, ColumnDefault)
+        and (column.default.is_scalar or column.default.is_callable)
+    )
+
+
+def _shape(rows: tuple[Base, ...], values: list[dict[str, Any]]) -> Shape:
+    return tuple((type(row), tuple(parameters)) for row, parameters in zip(rows, values, strict=True))
+
+
+def _numbered(values: list[dict[str, Any]]) -> dict[str, Any]:
+    """The parameters of a statement of several rows: row i's column c bound as `ri_c`."""
+    return {
+        f"r{index}_{column}": value
+        for index, parameters in enumerate(values)
+        for column, value in parameters.items()
+    }
+
+
+def _bound(table: Table, index: int, columns: tuple[str, ...]) -> dict[str, Any]:
+    return {column: bindparam(f"r{index}_{column}", type_=table.c[column].type) for column in columns}
+
+
+def _table(model: type[Base]) -> Table:
+    return cast(Table, inspect(model).local_table)
+
+
+@functools.cache
+def _insert_together(shape: Shape) -> Insert:
+    """One INSERT per (model, columns) in `shape`, all but the last as WITH clauses of the last."""
+    inserts = [
+        insert(_table(model)).values(_bound(_table(model), index, columns))
+        for index, (model, columns) in enumerate(shape)
+    ]
     *earlier, last = inserts
     return last.add_cte(*(statement.cte(f"insert_{index}") for index, statement in enumerate(earlier)))
 
 
-async def insert_if_absent(session: AsyncSession, row: Base, *, unique: tuple[str, ...]) -> bool:
-    """Insert a new row like `insert_new`, unless a row with its values in `unique` (the columns of a unique
-    constraint) exists: False then, and the transaction stays usable (no IntegrityError to roll back)."""
-    connection = await session.connection()
-    _, columns = _insert_plan(type(row))
-    statement = _insert_unless_conflict(type(row), unique, connection.dialect.name)
-    values = row.__dict__
-    inserted = await connection.execute(
-        statement, {column: values[attribute] for attribute, column in columns if attribute in values}
+@functools.cache
+def _insert_with_dependents(shape: Shape, unique: tuple[str, ...]) -> Select[Any]:
+    """PostgreSQL: the first row inserted unless its `unique` columns are taken, each of the others inserted
+    for each row that insert returned (one or none); selects the first row's primary key if it went in."""
+    (model, columns), *dependents = shape
+    table = _table(model)
+    first = (
+        postgresql_insert(table)
+        .values(_bound(table, 0, columns))
+        .on_conflict_do_nothing(index_elements=list(unique))
+        .returning(*table.primary_key)
+        .cte("inserted")
     )
-    return inserted.first() is not None
+    inserts = []
+    for index, (dependent, dependent_columns) in enumerate(dependents, start=1):
+        dependent_table = _table(dependent)
+        bound = _bound(dependent_table, index, dependent_columns)
+        rows = select(*(value.label(column) for column, value in bound.items())).select_from(first)
+        inserts.append(insert(dependent_table).from_select(list(bound), rows).cte(f"insert_{index}"))
+    return select(*first.c).add_cte(*inserts)
 
 
 @functools.cache
 def _insert_unless_conflict(model: type[Base], unique: tuple[str, ...], dialect: str) -> Insert:
-    table = cast(Table, inspect(model).local_table)
+    table = _table(model)
     insert_of = sqlite_insert if dialect == "sqlite" else postgresql_insert
     return insert_of(table).on_conflict_do_nothing(index_elements=list(unique)).returning(*table.primary_key)
 

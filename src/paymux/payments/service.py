@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paymux.audit.service import AuditAction, AuditLog, AuditObject
 from paymux.auth.service import IssuedToken, PaymentTokenService
 from paymux.core.clock import Clock
-from paymux.core.db import Database, insert_if_absent, insert_new
+from paymux.core.db import Database, insert_if_absent
 from paymux.core.ids import new_id
 from paymux.events.models import Event
 from paymux.events.service import EventService
@@ -195,22 +195,25 @@ class PaymentService:
                 created_at=now,
                 updated_at=now,
             )
-            # The unique constraint decides whether the merchant_ref_id is free, also between racing creates.
-            if not await insert_if_absent(session, intent, unique=("merchant_id", "merchant_ref_id")):
-                raise await self._merchant_ref_taken(session, principal, store, request.merchant_ref_id)
             token, token_row = self._tokens.new_token(
                 payment_intent_id=intent.id,
                 client_partner_id=intent.client_partner_id,
                 merchant_id=intent.merchant_id,
                 store_id=intent.store_id,
             )
-            # Core inserts rather than the ORM's flush: this is the hot path, and nothing here changes after.
-            await insert_new(
+            # The unique constraint decides whether the merchant_ref_id is free, also between racing creates.
+            # Core rather than the ORM's flush, the intent's history, event and token inserted with it (in one
+            # statement on PostgreSQL): this is the hot path, and nothing here changes after.
+            inserted = await insert_if_absent(
                 session,
+                intent,
                 self._history(intent, None, "created"),
                 self._intent_event(intent, "payment_intent.created"),
                 token_row,
+                unique=("merchant_id", "merchant_ref_id"),
             )
+            if not inserted:
+                raise await self._merchant_ref_taken(session, principal, store, request.merchant_ref_id)
         return CreatedIntent(intent=intent, token=token)
 
     async def _merchant_ref_taken(
