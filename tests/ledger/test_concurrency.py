@@ -346,3 +346,37 @@ async def test_a_replay_racing_a_booking_that_spent_the_funds_returns_its_entry(
 
     assert await race(container, first, container.ledger.transfer(draft)) == booked[0]
     assert await balance(container.db, hot.code) == 0
+
+
+# ---------------------------------------------------------------------------------------------- batches
+
+
+async def test_batches_over_shared_accounts_in_any_order_do_not_deadlock(
+    container: Container, clock: FrozenClock, database_url: str
+) -> None:
+    """Each batch locks its accounts in one statement, in code order, whatever order its entries name them in:
+    batches over the same accounts queue and none deadlocks (PostgreSQL would abort one with a deadlock error)."""
+    wallets = [await funded_wallet(container, f"shared-{index}", 10_000) for index in range(4)]
+    db = Database(database_url, pool_size=16, max_overflow=0)
+    ledger = LedgerService(db, clock)
+    # The accounts seen once, so that every batch takes the one-statement path.
+    await ledger.transfer(move(wallets[0], wallets[1], 1))
+    await ledger.transfer(move(wallets[2], wallets[3], 1))
+    pairs = list(itertools.permutations(wallets, 2))
+
+    async def batch(index: int) -> None:
+        rotated = pairs[index % len(pairs) :] + pairs[: index % len(pairs)]
+        drafts = [
+            move(debit, credit, 10, key=f"batch-{index}-{n}") for n, (debit, credit) in enumerate(rotated)
+        ]
+        async with db.unit_of_work() as session:
+            await ledger.book_many(session, drafts)
+
+    try:
+        await asyncio.gather(*(batch(index) for index in range(48)))
+    finally:
+        await db.dispose()
+    # Every wallet paid and received the same: each ends where it started (but for the two warm-up cents).
+    balances = [await balance(container.db, spec.code) for spec in wallets]
+    assert balances == [9_999, 10_001, 9_999, 10_001]
+    assert await entries_with_prefix(container.db, "batch-") == 48 * len(pairs)

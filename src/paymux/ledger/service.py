@@ -3,8 +3,9 @@ postings commit together; the read side and the standalone transfer open their o
 
 Concurrency: an account's balance changes only through one conditional UPDATE per account and booking, which
 takes the row lock and checks the floor against the row as it is when the lock is granted (PostgreSQL re-reads a
-row that another transaction changed meanwhile). Accounts are updated in code order, so two bookings that touch the
-same accounts cannot deadlock. A CHECK constraint on the table backs the floor up. The lock lasts until commit,
+row that another transaction changed meanwhile). Accounts are locked in code order (on PostgreSQL, all of a
+booking's in one statement once they exist: `_move_all`), so two bookings that touch the same accounts cannot
+deadlock. A CHECK constraint on the table backs the floor up. The lock lasts until commit,
 so a booking sends the unit of work's other changes first and callers book last: a merchant's accounts are
 touched by each of its payments, and the time one holds them bounds how many the merchant takes per second.
 """
@@ -18,7 +19,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Row, Table, insert, or_, select, update
+from sqlalchemy import BigInteger, Row, String, Table, Update, column, insert, or_, select, update, values
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -40,6 +41,7 @@ from paymux.ledger.errors import (
 )
 from paymux.ledger.models import Hold, JournalEntry, LedgerAccount, Posting
 
+MAX_KNOWN_ACCOUNTS = 100_000
 ACCOUNTS: Table = LedgerAccount.__table__  # type: ignore[assignment]  # declared tables are Tables
 
 
@@ -88,6 +90,8 @@ class LedgerService:
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
         self._clock = clock
+        # Codes of accounts this process has seen exist (accounts are never deleted): see `_move_all`.
+        self._existing: set[str] = set()
 
     # ------------------------------------------------------------------ booking (inside a unit of work)
 
@@ -134,10 +138,9 @@ class LedgerService:
             for leg in draft.legs:
                 deltas[leg.account.code] += leg.balance_delta
                 specs[leg.account.code] = leg.account
-        moved = {
-            code: await self._move(session, specs[code], balance=deltas[code], **pending.get(code, {}))
-            for code in sorted(deltas)
-        }
+        moved = await self._move_all(
+            session, [(specs[code], {"balance": deltas[code], **pending.get(code, {})}) for code in deltas]
+        )
         # Walk the legs in order from each account's balance before the batch: every intermediate balance must
         # respect the floor too, and each posting records the balance it left.
         running = {code: account.balance - deltas[code] for code, account in moved.items()}
@@ -187,6 +190,49 @@ class LedgerService:
         await session.execute(insert(JournalEntry), entries)
         await session.execute(insert(Posting), postings)
         return ids
+
+    async def _move_all(
+        self, session: AsyncSession, changes: Sequence[tuple[AccountSpec, Mapping[str, int]]]
+    ) -> dict[str, _Moved]:
+        """`_move` for several accounts, locked in code order; on PostgreSQL in one statement.
+
+        Each account's change is guarded by its floor as in `_move`. The one statement locks the rows first, in
+        code order (a materialised `SELECT ... ORDER BY code FOR UPDATE`), then changes them together, so a
+        busy account waits for one round trip where it waited for one per account. It is used only when every
+        account is known to exist: opening one may wait for another transaction that opens it too, and that
+        wait must come in code order like the locks, which the account-by-account path keeps. An account the
+        statement did not change (refused by its floor, or another currency or kind) goes through `_move`,
+        which raises.
+        """
+        ordered = sorted(_merged(changes).items())
+        one_by_one = (
+            len(ordered) < 2
+            or session.get_bind().dialect.name != "postgresql"
+            or not self._existing.issuperset(code for code, _ in ordered)
+        )
+        if one_by_one:
+            moved = {code: await self._move(session, spec, **change) for code, (spec, change) in ordered}
+        else:
+            rows = [
+                (
+                    spec.code,
+                    spec.currency,
+                    spec.kind.value,
+                    change.get("balance", 0),
+                    change.get("pending_out", 0),
+                    change.get("pending_in", 0),
+                )
+                for _, (spec, change) in ordered
+            ]
+            statement = _move_all_statement(rows, self._clock.now())
+            moved = {row.code: _moved(row) for row in await session.execute(statement)}
+            for code, (spec, change) in ordered:
+                if code not in moved:
+                    moved[code] = await self._move(session, spec, **change)
+        if len(self._existing) > MAX_KNOWN_ACCOUNTS:
+            self._existing.clear()
+        self._existing.update(moved)
+        return moved
 
     async def _move(
         self,
@@ -293,9 +339,13 @@ class LedgerService:
         if draft.debit.currency != draft.credit.currency:
             raise ValueError("a hold moves money within one currency")
         await _flush_before_locking(session)
-        moved: dict[str, _Moved] = {}
-        for spec, side in sorted(((draft.debit, Side.DEBIT), (draft.credit, Side.CREDIT)), key=_by_code):
-            moved[spec.code] = await self._move(session, spec, **_reservation(spec, side, draft.amount))
+        moved = await self._move_all(
+            session,
+            [
+                (spec, _reservation(spec, side, draft.amount))
+                for spec, side in _sides(draft.debit, draft.credit)
+            ],
+        )
         now = self._clock.now()
         hold = Hold(
             id=new_id("hld"),
@@ -391,8 +441,9 @@ class LedgerService:
     async def _release(self, session: AsyncSession, hold: Hold) -> None:
         debit, credit = await self._hold_accounts(session, hold)
         await _flush_before_locking(session)
-        for spec, side in sorted(((debit, Side.DEBIT), (credit, Side.CREDIT)), key=_by_code):
-            await self._move(session, spec, **_released(spec, side, hold.amount))
+        await self._move_all(
+            session, [(spec, _released(spec, side, hold.amount)) for spec, side in _sides(debit, credit)]
+        )
 
     async def _hold_accounts(self, session: AsyncSession, hold: Hold) -> tuple[AccountSpec, AccountSpec]:
         rows = {
@@ -583,8 +634,73 @@ def _moved(row: Row[Any]) -> _Moved:
     return _Moved(id=row.id, balance=row.balance, pending_out=row.pending_out, floor=row.floor)
 
 
-def _by_code(item: tuple[AccountSpec, Side]) -> str:
-    return item[0].code
+def _sides(debit: AccountSpec, credit: AccountSpec) -> list[tuple[AccountSpec, Side]]:
+    return [(debit, Side.DEBIT), (credit, Side.CREDIT)]
+
+
+def _merged(
+    changes: Sequence[tuple[AccountSpec, Mapping[str, int]]],
+) -> dict[str, tuple[AccountSpec, dict[str, int]]]:
+    """The changes by account code, two changes of one account (a hold from an account to itself) summed."""
+    merged: dict[str, tuple[AccountSpec, dict[str, int]]] = {}
+    for spec, change in changes:
+        _, sums = merged.setdefault(spec.code, (spec, {}))
+        for name, value in change.items():
+            sums[name] = sums.get(name, 0) + value
+    return merged
+
+
+_CHANGE_COLUMNS = (
+    column("code", String),
+    column("currency", String),
+    column("kind", String),
+    column("d_balance", BigInteger),
+    column("d_pending_out", BigInteger),
+    column("d_pending_in", BigInteger),
+)
+
+
+def _move_all_statement(rows: list[tuple[str, str, str, int, int, int]], now: datetime) -> Update:
+    """PostgreSQL: lock the accounts named in `rows` in code order, then apply each row's change where the
+    account's floor allows it; returns the accounts changed."""
+    changes = select(values(*_CHANGE_COLUMNS, name="change_rows").data(rows)).cte("changes")
+    locked = (
+        select(ACCOUNTS.c.id)
+        .join(
+            changes,
+            (ACCOUNTS.c.code == changes.c.code)
+            & (ACCOUNTS.c.currency == changes.c.currency)
+            & (ACCOUNTS.c.kind == changes.c.kind),
+        )
+        .order_by(ACCOUNTS.c.code)
+        .with_for_update(of=ACCOUNTS)
+        .cte("locked")
+        .prefix_with("MATERIALIZED")  # all locks taken, in order, before the first change
+    )
+    available_after = (
+        ACCOUNTS.c.balance + changes.c.d_balance - ACCOUNTS.c.pending_out - changes.c.d_pending_out
+    )
+    return (
+        update(ACCOUNTS)
+        .where(
+            ACCOUNTS.c.id == locked.c.id,
+            ACCOUNTS.c.code == changes.c.code,
+            or_(
+                changes.c.d_balance - changes.c.d_pending_out >= 0,
+                ACCOUNTS.c.floor.is_(None),
+                available_after >= ACCOUNTS.c.floor,
+            ),
+        )
+        .values(
+            balance=ACCOUNTS.c.balance + changes.c.d_balance,
+            pending_out=ACCOUNTS.c.pending_out + changes.c.d_pending_out,
+            pending_in=ACCOUNTS.c.pending_in + changes.c.d_pending_in,
+            updated_at=now,
+        )
+        .returning(
+            ACCOUNTS.c.code, ACCOUNTS.c.id, ACCOUNTS.c.balance, ACCOUNTS.c.pending_out, ACCOUNTS.c.floor
+        )
+    )
 
 
 def _reservation(spec: AccountSpec, side: Side, amount: int) -> dict[str, int]:
