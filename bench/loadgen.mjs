@@ -14,7 +14,9 @@ import http from "node:http";
 
 const config = JSON.parse(process.argv[2]);
 const base = new URL(config.base);
-const agent = new http.Agent({ keepAlive: true, maxSockets: config.connections });
+// FIFO: every open socket is reused in turn, so none sits idle until the server's keep-alive timeout closes it
+// while a request is being sent on it (a reset that would count as an error of the server's).
+const agent = new http.Agent({ keepAlive: true, maxSockets: config.connections, scheduling: "fifo" });
 let sequence = 0;
 const run = `${process.pid}-${Date.now().toString(36)}`;
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +104,62 @@ def test_help_lists_the_commands(env: dict[str, str]) -> None:
     output = paymux(env, "--help").stdout
     for command in ("migrate", "serve", "demo", "tenants", "clients"):
         assert command in output
+
+
+def _idle_connection_survives(port: int, idle_seconds: float) -> bool:
+    """Send a request, stay idle, then ask again on the same connection: True if the server kept it open."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", "/healthz")
+        first = connection.getresponse()
+        first.read()
+        assert first.status == 200
+        assert connection.sock is not None
+        local_address = connection.sock.getsockname()
+        time.sleep(idle_seconds)
+        try:
+            connection.request("GET", "/healthz")
+            second = connection.getresponse()
+            second.read()
+        except (http.client.HTTPException, OSError):
+            return False
+        # The same connection answered, not a new one.
+        return (
+            second.status == 200
+            and connection.sock is not None
+            and connection.sock.getsockname() == local_address
+        )
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(("keep_alive", "idle", "survives"), [("1", 2.5, False), (None, 6.5, True)])
+def test_serve_keeps_idle_connections_for_its_keep_alive(
+    env: dict[str, str], tmp_path: Path, keep_alive: str | None, idle: float, survives: bool
+) -> None:
+    # The default (75 s) outlives uvicorn's own 5 s, which load balancers with a 60 s idle timeout race.
+    paymux(env, "migrate")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    if keep_alive is not None:
+        env = {**env, "PAYMUX_HTTP_KEEP_ALIVE_SECONDS": keep_alive}
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "paymux", "serve", "--port", str(port)], env=env, stdout=log, stderr=log
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.2)
+        assert _idle_connection_survives(port, idle) is survives
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

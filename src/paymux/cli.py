@@ -125,6 +125,7 @@ def serve(
 
 
 def _serve(host: str, port: int, workers: int = 1) -> None:
+    keep_alive = Settings().http_keep_alive_seconds
     uvicorn.run(
         "paymux.app:create_app",
         factory=True,
@@ -134,6 +135,7 @@ def _serve(host: str, port: int, workers: int = 1) -> None:
         access_log=False,  # paymux logs each request itself, with its request id
         proxy_headers=False,
         server_header=False,
+        timeout_keep_alive=keep_alive,
     )
 
 

@@ -112,6 +112,12 @@ class Settings(BaseSettings):
         default=30, ge=1, description="How long a worker holds an endpoint before another may take it over."
     )
     worker_poll_seconds: float = Field(default=0.5, gt=0, description="How long an idle worker waits.")
+    http_keep_alive_seconds: int = Field(
+        default=75,
+        ge=1,
+        description="How long `paymux serve` keeps an idle client connection open; longer than the idle timeout "
+        "of the load balancer or client in front, so that it never reuses a connection the server is closing.",
+    )
     embedded_worker: bool = Field(
         default=False,
         description="Run the worker inside `paymux serve` (one process; `paymux demo` sets it).",

@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.core.clock import Clock
 from paymux.core.db import Database
@@ -28,31 +27,6 @@ class EventService:
         self._db = db
         self._clock = clock
 
-    def record(
-        self,
-        session: AsyncSession,
-        *,
-        type: str,
-        object_type: str,
-        object_id: str,
-        payload: Mapping[str, Any],
-        client_partner_id: int,
-        merchant_id: int,
-        store_id: int | None,
-    ) -> Event:
-        """Add an event to the caller's unit of work: it commits if and only if the change it describes does."""
-        event = self.new_event(
-            type=type,
-            object_type=object_type,
-            object_id=object_id,
-            payload=payload,
-            client_partner_id=client_partner_id,
-            merchant_id=merchant_id,
-            store_id=store_id,
-        )
-        session.add(event)
-        return event
-
     def new_event(
         self,
         *,
@@ -64,7 +38,8 @@ class EventService:
         merchant_id: int,
         store_id: int | None,
     ) -> Event:
-        """An event for the caller to insert in its unit of work."""
+        """An event for the caller to add to its unit of work: it commits if and only if the change it
+        describes does."""
         return Event(
             id=new_id("evt"),
             type=type,

@@ -762,15 +762,16 @@ class PaymentService:
             case _ as unreachable:
                 assert_never(unreachable)
         refund.updated_at = now
-        self._events.record(
-            session,
-            type=event_type,
-            object_type="refund",
-            object_id=refund.id,
-            payload=TransactionOut.of(refund).model_dump(mode="json"),
-            client_partner_id=refund.client_partner_id,
-            merchant_id=refund.merchant_id,
-            store_id=refund.store_id,
+        session.add(
+            self._events.new_event(
+                type=event_type,
+                object_type="refund",
+                object_id=refund.id,
+                payload=TransactionOut.of(refund).model_dump(mode="json"),
+                client_partner_id=refund.client_partner_id,
+                merchant_id=refund.merchant_id,
+                store_id=refund.store_id,
+            )
         )
 
     # ------------------------------------------------------------------ transactions
