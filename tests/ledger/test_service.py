@@ -281,7 +281,10 @@ async def test_a_batch_updates_each_account_once_in_code_order(container: Contai
     if ON_POSTGRES:
         [(statement, params)] = updates
         assert "ORDER BY ledger_accounts.code FOR UPDATE" in statement
-        codes = [value for value in _values(params) if value in accounts]  # the changes, one row each
+        # The accounts' codes go as one array, in the order the rows are locked.
+        [codes] = [
+            value for value in _values(params) if isinstance(value, list) and accounts.issuperset(value)
+        ]
     else:
         assert len(updates) == 3, updates
         codes = [next(value for value in _values(params) if value in accounts) for _, params in updates]

@@ -19,14 +19,28 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, Row, String, Table, Update, column, insert, or_, select, update, values
+from sqlalchemy import (
+    BigInteger,
+    BindParameter,
+    Row,
+    String,
+    Table,
+    Update,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.core.clock import Clock
-from paymux.core.db import Database
+from paymux.core.db import Database, UTCDateTime
 from paymux.core.ids import new_id
 from paymux.gateway.permissions import Operation, require
 from paymux.gateway.principal import Principal
@@ -213,19 +227,18 @@ class LedgerService:
         if one_by_one:
             moved = {code: await self._move(session, spec, **change) for code, (spec, change) in ordered}
         else:
-            rows = [
-                (
-                    spec.code,
-                    spec.currency,
-                    spec.kind.value,
-                    change.get("balance", 0),
-                    change.get("pending_out", 0),
-                    change.get("pending_in", 0),
-                )
-                for _, (spec, change) in ordered
-            ]
-            statement = _move_all_statement(rows, self._clock.now())
-            moved = {row.code: _moved(row) for row in await session.execute(statement)}
+            specs = [spec for _, (spec, _) in ordered]
+            sums = [change for _, (_, change) in ordered]
+            parameters = {
+                "codes": [spec.code for spec in specs],
+                "currencies": [spec.currency for spec in specs],
+                "kinds": [spec.kind.value for spec in specs],
+                "balances": [change.get("balance", 0) for change in sums],
+                "pending_outs": [change.get("pending_out", 0) for change in sums],
+                "pending_ins": [change.get("pending_in", 0) for change in sums],
+                "now": self._clock.now(),
+            }
+            moved = {row.code: _moved(row) for row in await session.execute(_MOVE_ALL, parameters)}
             for code, (spec, change) in ordered:
                 if code not in moved:
                     moved[code] = await self._move(session, spec, **change)
@@ -650,20 +663,29 @@ def _merged(
     return merged
 
 
-_CHANGE_COLUMNS = (
-    column("code", String),
-    column("currency", String),
-    column("kind", String),
-    column("d_balance", BigInteger),
-    column("d_pending_out", BigInteger),
-    column("d_pending_in", BigInteger),
-)
+def _build_move_all() -> Update:
+    """PostgreSQL: lock the accounts named in the arrays `codes`, `currencies` and `kinds` in code order, then
+    apply each one's change (`balances`, `pending_outs`, `pending_ins`) where its floor allows it; returns the
+    accounts changed. One statement text whatever the number of accounts, so it is compiled and prepared once."""
 
+    def array_of(name: str, item: type[String] | type[BigInteger]) -> BindParameter[Any]:
+        return bindparam(name, type_=ARRAY(item))
 
-def _move_all_statement(rows: list[tuple[str, str, str, int, int, int]], now: datetime) -> Update:
-    """PostgreSQL: lock the accounts named in `rows` in code order, then apply each row's change where the
-    account's floor allows it; returns the accounts changed."""
-    changes = select(values(*_CHANGE_COLUMNS, name="change_rows").data(rows)).cte("changes")
+    rows = (
+        func.unnest(
+            array_of("codes", String),
+            array_of("currencies", String),
+            array_of("kinds", String),
+            array_of("balances", BigInteger),
+            array_of("pending_outs", BigInteger),
+            array_of("pending_ins", BigInteger),
+        )
+        .table_valued(
+            "code", "currency", "kind", "d_balance", "d_pending_out", "d_pending_in", name="change_rows"
+        )
+        .render_derived()
+    )
+    changes = select(rows).cte("changes")
     locked = (
         select(ACCOUNTS.c.id)
         .join(
@@ -695,12 +717,15 @@ def _move_all_statement(rows: list[tuple[str, str, str, int, int, int]], now: da
             balance=ACCOUNTS.c.balance + changes.c.d_balance,
             pending_out=ACCOUNTS.c.pending_out + changes.c.d_pending_out,
             pending_in=ACCOUNTS.c.pending_in + changes.c.d_pending_in,
-            updated_at=now,
+            updated_at=bindparam("now", type_=UTCDateTime()),
         )
         .returning(
             ACCOUNTS.c.code, ACCOUNTS.c.id, ACCOUNTS.c.balance, ACCOUNTS.c.pending_out, ACCOUNTS.c.floor
         )
     )
+
+
+_MOVE_ALL = _build_move_all()
 
 
 def _reservation(spec: AccountSpec, side: Side, amount: int) -> dict[str, int]:
