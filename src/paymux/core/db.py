@@ -11,7 +11,7 @@ writers queue on the busy timeout instead of failing when a reader upgrades to a
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -34,7 +34,9 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import Insert as SQLiteInsert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -198,18 +200,25 @@ def _insert_with_dependents(shape: Shape, unique: tuple[str, ...]) -> Select[Any
     return select(*first.c).add_cte(*inserts)
 
 
+def conflict_insert(dialect: str) -> Callable[[Any], PostgresInsert | SQLiteInsert]:
+    """The INSERT construct that takes ON CONFLICT clauses on `dialect` ("postgresql" or "sqlite")."""
+    return postgresql_insert if dialect == "postgresql" else sqlite_insert
+
+
 @functools.cache
 def _insert_unless_conflict(model: type[Base], unique: tuple[str, ...], dialect: str) -> Insert:
     table = _table(model)
-    insert_of = sqlite_insert if dialect == "sqlite" else postgresql_insert
-    return insert_of(table).on_conflict_do_nothing(index_elements=list(unique)).returning(*table.primary_key)
+    return (
+        conflict_insert(dialect)(table)
+        .on_conflict_do_nothing(index_elements=list(unique))
+        .returning(*table.primary_key)
+    )
 
 
 @functools.cache
 def _insert_plan(model: type[Base]) -> tuple[Insert, tuple[tuple[str, str], ...]]:
-    mapper = inspect(model)
-    columns = tuple((attribute.key, attribute.columns[0].key) for attribute in mapper.column_attrs)
-    return insert(cast(Table, mapper.local_table)), columns
+    columns = tuple((attribute.key, attribute.columns[0].key) for attribute in inspect(model).column_attrs)
+    return insert(_table(model)), columns
 
 
 class DatabaseURLError(ValueError):

@@ -25,14 +25,12 @@ from typing import Any, BinaryIO
 
 import structlog
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.audit.service import AuditAction, AuditLog, AuditObject
 from paymux.core.clock import Clock
-from paymux.core.db import Database
+from paymux.core.db import Database, conflict_insert
 from paymux.core.errors import Conflict, Forbidden, NotFound, Unprocessable
 from paymux.core.ids import new_id
 from paymux.core.pagination import fetch_page
@@ -462,7 +460,7 @@ class ReconciliationService:
         """Record the batch's matches; returns the transactions this batch claimed first (no earlier line has)."""
         if not first_claim:
             return set()
-        insert_ = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        insert_ = conflict_insert(session.get_bind().dialect.name)
         rows = [
             {
                 "provider": run.provider,
@@ -651,7 +649,7 @@ class ReconciliationService:
         most DAILY_ATTEMPTS attempts."""
         now = self._clock.now()
         async with self._db.unit_of_work() as session:
-            insert_ = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+            insert_ = conflict_insert(session.get_bind().dialect.name)
             statement = insert_(ScheduledReconciliation).values(
                 provider_config_id=config_id, day=day, attempts=1, claimed_at=now
             )

@@ -14,11 +14,9 @@ from datetime import timedelta
 
 import structlog
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from paymux.core.clock import Clock
-from paymux.core.db import Database
+from paymux.core.db import Database, conflict_insert
 from paymux.core.errors import BadRequest, NotFound, Unauthorized
 from paymux.core.ids import new_id
 from paymux.payments.models import PaymentIntent
@@ -99,9 +97,8 @@ class InboundWebhookService:
                 raise InvalidWebhookSignature(
                     f"The store has no {name} webhook secret and does not accept unsigned notifications."
                 )
-            insert = sqlite_insert if self._db.is_sqlite else pg_insert
             recorded = await session.execute(
-                insert(ProviderWebhookEvent)
+                conflict_insert(self._db.engine.dialect.name)(ProviderWebhookEvent)
                 .values(
                     id=new_id("pwh"),
                     provider=name,
