@@ -4,7 +4,7 @@ Keys belong to their caller (an API client, or the one intent of a payment token
 saved when the use case ran: its success or its 4xx problem. Requests that fail validation save nothing, and a
 5xx leaves the key free, so both are safe to retry.
 
-A use case that does all its work in one transaction (create a PaymentIntent, a webhook endpoint) runs `atomic`:
+A use case that does all its work in one transaction (create a PaymentIntent) runs `atomic`:
 the claim of the key, the effect and the stored response are that one transaction. A concurrent duplicate waits
 on the key's primary key until the first commits, then gets its replay; a process that dies mid-request leaves
 nothing behind.
@@ -28,13 +28,11 @@ from typing import Any, cast
 from fastapi import Request, Response
 from pydantic import BaseModel
 from sqlalchemy import Table, bindparam, delete, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.core.clock import Clock
 from paymux.core.crypto import EnvelopeCipher
-from paymux.core.db import Database
+from paymux.core.db import Database, conflict_insert
 from paymux.core.errors import (
     PROBLEM_MEDIA_TYPE,
     BadRequest,
@@ -102,22 +100,20 @@ class IdempotencyStore:
         self._ttl = ttl
         self._lock_timeout = lock_timeout
         # Built once: the claim and the save are on the path of every POST that carries a key.
-        insert = sqlite_insert if db.is_sqlite else pg_insert
-        self._insert = insert(_TABLE).on_conflict_do_nothing().returning(_TABLE.c.key)
+        self._insert = (
+            conflict_insert(db.engine.dialect.name)(_TABLE).on_conflict_do_nothing().returning(_TABLE.c.key)
+        )
 
-    async def begin(
-        self, owner: str, key: str, request_fingerprint: str, method: str, path: str
-    ) -> StoredResponse | None:
+    async def begin(self, request: KeyedRequest) -> StoredResponse | None:
         """Claim the key for this request in a transaction of its own, or return the response it already has."""
         async with self.database.unit_of_work() as session:
-            return await self.claim(session, owner, key, request_fingerprint, method, path)
+            return await self.claim(session, request)
 
-    async def claim(
-        self, session: AsyncSession, owner: str, key: str, request_fingerprint: str, method: str, path: str
-    ) -> StoredResponse | None:
+    async def claim(self, session: AsyncSession, request: KeyedRequest) -> StoredResponse | None:
         """Claim the key within the caller's transaction, or return the response it already has."""
         now = self._clock.now()
-        values = self._claim_values(owner, key, request_fingerprint, method, path)
+        owner, key = request.owner, request.key
+        values = self._claim_values(request)
         connection = await session.connection()
         if (await connection.execute(self._insert, values)).scalar_one_or_none() is not None:
             return None
@@ -135,7 +131,7 @@ class IdempotencyStore:
             record.response_body = None
             await session.flush()  # now: the response is saved with a Core statement, which does not flush
             return None
-        if record.fingerprint != request_fingerprint:
+        if record.fingerprint != request.fingerprint:
             raise IdempotencyKeyReused(
                 f"The Idempotency-Key {key!r} was first used with {record.method} {record.path} and another body."
             )
@@ -160,36 +156,28 @@ class IdempotencyStore:
             _SAVE, {"owner_": owner, "key_": key, "response_status": response.status, "response_body": sealed}
         )
 
-    async def record_outcome(
-        self,
-        owner: str,
-        key: str,
-        request_fingerprint: str,
-        method: str,
-        path: str,
-        response: StoredResponse,
-    ) -> None:
+    async def record_outcome(self, request: KeyedRequest, response: StoredResponse) -> None:
         """Store the answer of an atomic request whose transaction rolled back (a 4xx), unless the key was taken
         meanwhile: a duplicate that waited on it ran after the rollback, and its answer is the one kept."""
         values = {
-            **self._claim_values(owner, key, request_fingerprint, method, path),
+            **self._claim_values(request),
             "locked_at": None,
             "response_status": response.status,
-            "response_body": self._cipher.seal(response.body, context=self._context(owner, key)),
+            "response_body": self._cipher.seal(
+                response.body, context=self._context(request.owner, request.key)
+            ),
         }
         async with self.database.unit_of_work() as session:
             await (await session.connection()).execute(self._insert, values)
 
-    def _claim_values(
-        self, owner: str, key: str, request_fingerprint: str, method: str, path: str
-    ) -> dict[str, Any]:
+    def _claim_values(self, request: KeyedRequest) -> dict[str, Any]:
         now = self._clock.now()
         return {
-            "owner": owner,
-            "key": key,
-            "fingerprint": request_fingerprint,
-            "method": method,
-            "path": path[:2048],
+            "owner": request.owner,
+            "key": request.key,
+            "fingerprint": request.fingerprint,
+            "method": request.method,
+            "path": request.path[:2048],
             "locked_at": now,
             "created_at": now,
             "expires_at": now + self._ttl,
@@ -249,7 +237,7 @@ class IdempotentCall:
         principal: Principal = self._request.state.principal
         body = await self._request.body()
         path = request_path(self._request)
-        request = _KeyedRequest(
+        request = KeyedRequest(
             principal.idempotency_owner,
             key,
             fingerprint(self._request.method, path, body),
@@ -261,12 +249,12 @@ class IdempotentCall:
         return await self._run_claimed(request, action, status_code)
 
     async def _run_atomic(
-        self, request: _KeyedRequest, action: Callable[[], Awaitable[BaseModel]], status_code: int
+        self, request: KeyedRequest, action: Callable[[], Awaitable[BaseModel]], status_code: int
     ) -> Response:
         store = self._store
         try:
             async with store.database.enclosing_unit_of_work() as session:
-                stored = await store.claim(session, *request.claim_arguments())
+                stored = await store.claim(session, request)
                 if stored is not None:
                     return _replay(stored)
                 payload = _json_bytes(await action())
@@ -275,17 +263,15 @@ class IdempotentCall:
             if exc.status >= 500 or isinstance(exc, _KEY_ERRORS):
                 raise
             # The effect rolled back with the claim; the answer is stored on its own.
-            await store.record_outcome(
-                *request.claim_arguments(), StoredResponse(exc.status, self._problem(exc))
-            )
+            await store.record_outcome(request, StoredResponse(exc.status, self._problem(exc)))
             raise
         return _json_response(payload, status_code)
 
     async def _run_claimed(
-        self, request: _KeyedRequest, action: Callable[[], Awaitable[BaseModel]], status_code: int
+        self, request: KeyedRequest, action: Callable[[], Awaitable[BaseModel]], status_code: int
     ) -> Response:
         store = self._store
-        stored = await store.begin(*request.claim_arguments())
+        stored = await store.begin(request)
         if stored is not None:
             return _replay(stored)
         try:
@@ -311,15 +297,15 @@ class IdempotentCall:
 
 
 @dataclass(frozen=True, slots=True)
-class _KeyedRequest:
+class KeyedRequest:
+    """A request under an Idempotency-Key: whose key, and what the request was (its fingerprint covers the
+    body)."""
+
     owner: str
     key: str
     fingerprint: str
     method: str
     path: str
-
-    def claim_arguments(self) -> tuple[str, str, str, str, str]:
-        return self.owner, self.key, self.fingerprint, self.method, self.path
 
 
 # Answers about the key itself, not the use case: never stored.
