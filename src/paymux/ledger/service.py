@@ -34,13 +34,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.core.clock import Clock
-from paymux.core.db import Database, UTCDateTime
+from paymux.core.db import Database, UTCDateTime, conflict_insert
 from paymux.core.ids import new_id
 from paymux.gateway.permissions import Operation, require
 from paymux.gateway.principal import Principal
@@ -136,9 +134,9 @@ class LedgerService:
         fresh = [draft for draft in drafts if draft.idempotency_key not in ids]
         if fresh:
             ids.update(await self._insert(session, fresh, pending))
-        else:
-            for code, change in sorted(pending.items()):
-                await self._move(session, await self._spec_by_code(session, code), **change)
+        elif pending:  # all booked before: only the pending sums (a hold's release) still change
+            specs = await self._specs_by_code(session, list(pending))
+            await self._move_all(session, [(specs[code], change) for code, change in pending.items()])
         return [ids[key] for key in keys]
 
     async def _insert(
@@ -313,10 +311,8 @@ class LedgerService:
 
     async def _open(self, session: AsyncSession, spec: AccountSpec) -> None:
         now = self._clock.now()
-        dialect = session.get_bind().dialect.name
-        insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
         await session.execute(
-            insert_(ACCOUNTS)
+            conflict_insert(session.get_bind().dialect.name)(ACCOUNTS)
             .values(
                 id=new_id("la"),
                 code=spec.code,
@@ -472,11 +468,9 @@ class LedgerService:
         return _spec_of(rows[hold.debit_account_id]), _spec_of(rows[hold.credit_account_id])
 
     @staticmethod
-    async def _spec_by_code(session: AsyncSession, code: str) -> AccountSpec:
-        account = (
-            await session.execute(select(LedgerAccount).where(LedgerAccount.code == code))
-        ).scalar_one()
-        return _spec_of(account)
+    async def _specs_by_code(session: AsyncSession, codes: list[str]) -> dict[str, AccountSpec]:
+        accounts = await session.execute(select(LedgerAccount).where(LedgerAccount.code.in_(codes)))
+        return {account.code: _spec_of(account) for account in accounts.scalars()}
 
     async def expire_holds(self, limit: int = 100) -> int:
         """Release pending holds whose time is up (the worker runs this); returns how many it expired."""
