@@ -2,8 +2,8 @@
 
 Any number of workers run side by side on PostgreSQL (they share work through SKIP LOCKED and endpoint leases);
 on SQLite run one. An idle worker polls every `worker_poll_seconds`; on PostgreSQL a committed event wakes it
-at once (`events.wakeup`). On SIGTERM or SIGINT a worker finishes the requests it has in flight, records them, releases
-its leases and exits.
+at once (`events.wakeup`). On SIGTERM or SIGINT a worker finishes the requests it has in flight, records them,
+releases its leases and exits.
 """
 
 from __future__ import annotations

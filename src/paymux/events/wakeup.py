@@ -44,10 +44,10 @@ class EventWakeup:
         """The PostgreSQL backend that listens (pg_stat_activity's pid), while one does."""
         return int(self._connection.get_server_pid()) if self.listening and self._connection else None
 
-    async def wait(self, stop: asyncio.Event, seconds: float) -> bool:
-        """Until an event commits (or did since the last wait), `stop` is set, or `seconds` pass; True when an
-        event woke it. A notification is followed by `BATCH_SECONDS` of quiet, so that a burst of events is
-        relayed as one batch rather than one round each."""
+    async def wait(self, stop: asyncio.Event, seconds: float) -> None:
+        """Until an event commits (or did since the last wait), `stop` is set, or `seconds` pass. A notification
+        is followed by `BATCH_SECONDS` of quiet, so that a burst of events is relayed as one batch rather than
+        one round each."""
         await self._ensure_listening()
         if not self._notified.is_set():
             notified = asyncio.ensure_future(self._notified.wait())
@@ -57,11 +57,9 @@ class EventWakeup:
             finally:
                 notified.cancel()
                 stopped.cancel()
-        woken = self._notified.is_set()
-        if woken and not stop.is_set():
+        if self._notified.is_set() and not stop.is_set():
             await asyncio.sleep(BATCH_SECONDS)
         self._notified.clear()
-        return woken
 
     async def close(self) -> None:
         if self._connection is not None:

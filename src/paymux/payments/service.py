@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar, assert_never
 
 import structlog
+from pydantic import BaseModel
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -762,17 +763,7 @@ class PaymentService:
             case _ as unreachable:
                 assert_never(unreachable)
         refund.updated_at = now
-        session.add(
-            self._events.new_event(
-                type=event_type,
-                object_type="refund",
-                object_id=refund.id,
-                payload=TransactionOut.of(refund).model_dump(mode="json"),
-                client_partner_id=refund.client_partner_id,
-                merchant_id=refund.merchant_id,
-                store_id=refund.store_id,
-            )
-        )
+        session.add(self._event(event_type, "refund", refund, TransactionOut.of(refund)))
 
     # ------------------------------------------------------------------ transactions
 
@@ -915,14 +906,20 @@ class PaymentService:
         session.add(self._intent_event(intent, event_type))
 
     def _intent_event(self, intent: PaymentIntent, event_type: str) -> Event:
+        return self._event(event_type, "payment_intent", intent, PaymentIntentOut.of(intent))
+
+    def _event(
+        self, event_type: str, object_type: str, row: PaymentIntent | Transaction, payload: BaseModel
+    ) -> Event:
+        """An event about an intent or one of its transactions, owned by the same tenant."""
         return self._events.new_event(
             type=event_type,
-            object_type="payment_intent",
-            object_id=intent.id,
-            payload=PaymentIntentOut.of(intent).model_dump(mode="json"),
-            client_partner_id=intent.client_partner_id,
-            merchant_id=intent.merchant_id,
-            store_id=intent.store_id,
+            object_type=object_type,
+            object_id=row.id,
+            payload=payload.model_dump(mode="json"),
+            client_partner_id=row.client_partner_id,
+            merchant_id=row.merchant_id,
+            store_id=row.store_id,
         )
 
     def _new_transaction(self, intent: PaymentIntent, kind: TransactionType, amount: int) -> Transaction:
