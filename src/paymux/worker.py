@@ -15,18 +15,28 @@ import socket
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from typing import NamedTuple
 
 import structlog
 
 from paymux.container import Container
 from paymux.core.ids import new_id
 from paymux.events.wakeup import EventWakeup
-from paymux.webhooks.dispatcher import WebhookDispatcher
+from paymux.webhooks.dispatcher import RELAY_BATCH, WebhookDispatcher
 from paymux.webhooks.ssrf import guarded_client
 
 log = structlog.get_logger(__name__)
 
 HOUSEKEEPING_EVERY = timedelta(minutes=10)
+
+
+class DeliveryRound(NamedTuple):
+    """Events relayed and webhook attempts made in one round; `backlog`: there is more to do at once (the relay
+    took a full batch, or deliveries were sent and their endpoints may have more queued)."""
+
+    events: int
+    attempts: int
+    backlog: bool
 
 
 class Worker:
@@ -56,16 +66,25 @@ class Worker:
         self._poll = settings.worker_poll_seconds
         self.wakeup = EventWakeup(settings.database_url)
         self._next_housekeeping = container.clock.now()
+        self._sent_last_round = False
 
-    async def deliver(self) -> int:
-        """The outbox relay and webhook delivery, what a committed event wakes the worker for; returns how much
-        work it found."""
+    async def deliver(self, *, look_for_due: bool = True) -> DeliveryRound:
+        """The outbox relay and webhook delivery, what a committed event wakes the worker for.
+
+        Deliveries are looked for when this relay made some, when the last round sent some (an endpoint may
+        have more queued), or with `look_for_due` (retries fall due, another worker's lease lapses): a round
+        that relayed only events nobody subscribes to costs no lease query."""
         relayed = await self.dispatcher.relay()
-        return relayed + await self.dispatcher.dispatch()
+        attempts = 0
+        if look_for_due or relayed.deliveries or self._sent_last_round:
+            attempts = await self.dispatcher.dispatch()
+        self._sent_last_round = attempts > 0
+        return DeliveryRound(relayed.events, attempts, backlog=relayed.events >= RELAY_BATCH or attempts > 0)
 
     async def run_once(self) -> int:
         """One round of every job; returns how much work it found."""
-        return await self.deliver() + await self.run_jobs()
+        delivered = await self.deliver()
+        return delivered.events + delivered.attempts + await self.run_jobs()
 
     async def run_jobs(self) -> int:
         """The jobs a poll runs besides the outbox: payment and refund checks, stragglers' webhooks, expired
@@ -93,18 +112,21 @@ class Worker:
             next_round = 0.0
             while not stop.is_set():
                 try:
-                    busy = await self.deliver()
-                    if time.monotonic() >= next_round:
+                    poll_due = time.monotonic() >= next_round
+                    backlog = (await self.deliver(look_for_due=poll_due)).backlog
+                    if poll_due:
                         # The polled jobs run again at once only while they find work of their own: under
                         # load the outbox is always busy, and that must not turn polling into a spin.
                         jobs = await self.run_jobs()
                         next_round = time.monotonic() + (0 if jobs else self._poll)
-                        busy += jobs
+                        backlog = backlog or jobs > 0
                 except Exception:
                     log.exception("worker round failed; retrying")
-                    busy = 0
+                    backlog = False
                     next_round = time.monotonic() + self._poll
-                if not busy:
+                if not backlog:
+                    # Events that committed during the round have already set the wake-up: the wait is then
+                    # the short batching pause, so a steady stream is relayed in batches, not one by one.
                     await self.wakeup.wait(stop, seconds=max(0.0, next_round - time.monotonic()))
         finally:
             self.dispatcher.stopping = True

@@ -127,6 +127,27 @@ async def test_a_failing_receiver_gets_retries_on_schedule(
     assert len({request.headers["webhook-id"] for request in receiver.received}) == 1
 
 
+async def test_a_woken_round_sends_what_it_relayed_and_leaves_due_retries_to_the_poll(
+    server: ServerClient, tenant: Tenant, receiver: Receiver, worker: Worker, clock: FrozenClock
+) -> None:
+    await register(server, receiver.url, events=["payment_intent.created"])
+    await server.create_intent(tenant)
+    receiver.replies = [Reply(500)]
+
+    first = await worker.deliver(look_for_due=False)
+    assert (first.events, first.attempts, first.backlog) == (1, 1, True)  # relayed, sent, failed
+    after = await worker.deliver(look_for_due=False)  # the last round sent, so this one looks (nothing due)
+    assert (after.events, after.attempts, after.backlog) == (0, 0, False)
+
+    clock.advance(schedule.RETRY_DELAYS[0])
+    woken = await worker.deliver(look_for_due=False)  # nothing relayed or sent: the due retry waits
+    assert (woken.events, woken.attempts, woken.backlog) == (0, 0, False)
+    assert len(receiver.received) == 1
+    polled = await worker.deliver()
+    assert (polled.events, polled.attempts) == (0, 1)
+    assert len(receiver.received) == 2
+
+
 async def test_retries_run_out_after_three_days_into_the_dead_letter_state_and_redeliver_works(
     server: ServerClient, tenant: Tenant, receiver: Receiver, worker: Worker, clock: FrozenClock
 ) -> None:

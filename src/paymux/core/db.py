@@ -39,6 +39,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import Insert as SQLiteInsert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import StaticPool
@@ -297,8 +298,8 @@ class Database:
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
-        # PostgreSQL reads of one statement need no transaction around them (SQLite's reads keep theirs).
-        self._single_reads = (
+        # A statement of its own needs no transaction around it on PostgreSQL (SQLite's keep theirs).
+        self._single_statements = (
             self.sessions
             if self.is_sqlite
             else async_sessionmaker(
@@ -345,8 +346,26 @@ class Database:
         retrieve or list), each statement sees what is committed when it runs and no transaction is opened on
         PostgreSQL: two round trips (BEGIN and ROLLBACK) fewer.
         """
-        async with (self.sessions if snapshot else self._single_reads)() as session:
+        async with (self.sessions if snapshot else self._single_statements)() as session:
             yield session
+
+    async def insert_at_once(self, *rows: Base) -> bool:
+        """Insert new rows (as `insert_new`) in a transaction of their own; False, with nothing written, when a
+        constraint refuses any of them.
+
+        On PostgreSQL the rows are one statement, and that statement is the transaction: no BEGIN and COMMIT
+        round trips around it. For a use case whose whole effect is new rows, written after its reads.
+        """
+        try:
+            if self.is_sqlite:
+                async with self.sessions.begin() as session:
+                    await insert_new(session, *rows)
+            else:
+                async with self._single_statements() as session:
+                    await insert_new(session, *rows)
+        except IntegrityError:
+            return False
+        return True
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -7,7 +7,10 @@ saved when the use case ran: its success or its 4xx problem. Requests that fail 
 A use case that does all its work in one transaction (create a PaymentIntent) runs `atomic`:
 the claim of the key, the effect and the stored response are that one transaction. A concurrent duplicate waits
 on the key's primary key until the first commits, then gets its replay; a process that dies mid-request leaves
-nothing behind.
+nothing behind. Whose whole effect is new rows it can also run `drafted`: built first, without writing, then
+its rows and the key with its stored answer inserted at once (one statement on PostgreSQL, which is then its own
+transaction: two round trips instead of six). If a unique constraint refuses them (the key is taken, or a value
+the use case needs free), nothing was written and the atomic run follows: it replays, or says what was taken.
 
 A use case that calls a provider commits its attempt before the call, so its key is claimed in a short
 transaction of its own: concurrent duplicates meet on the primary key, one runs and the others get
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
@@ -32,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.core.clock import Clock
 from paymux.core.crypto import EnvelopeCipher
-from paymux.core.db import Database, conflict_insert
+from paymux.core.db import Base, Database, conflict_insert
 from paymux.core.errors import (
     PROBLEM_MEDIA_TYPE,
     BadRequest,
@@ -159,7 +162,15 @@ class IdempotencyStore:
     async def record_outcome(self, request: KeyedRequest, response: StoredResponse) -> None:
         """Store the answer of an atomic request whose transaction rolled back (a 4xx), unless the key was taken
         meanwhile: a duplicate that waited on it ran after the rollback, and its answer is the one kept."""
-        values = {
+        async with self.database.unit_of_work() as session:
+            await (await session.connection()).execute(self._insert, self._answered_values(request, response))
+
+    def answered(self, request: KeyedRequest, response: StoredResponse) -> IdempotencyRecord:
+        """A new key with its answer already stored, for a use case that writes its rows and the key together."""
+        return IdempotencyRecord(**self._answered_values(request, response))
+
+    def _answered_values(self, request: KeyedRequest, response: StoredResponse) -> dict[str, Any]:
+        return {
             **self._claim_values(request),
             "locked_at": None,
             "response_status": response.status,
@@ -167,8 +178,6 @@ class IdempotencyStore:
                 response.body, context=self._context(request.owner, request.key)
             ),
         }
-        async with self.database.unit_of_work() as session:
-            await (await session.connection()).execute(self._insert, values)
 
     def _claim_values(self, request: KeyedRequest) -> dict[str, Any]:
         now = self._clock.now()
@@ -225,28 +234,62 @@ class IdempotentCall:
         self._store = store
 
     async def run(
-        self, action: Callable[[], Awaitable[BaseModel]], *, status_code: int = 200, atomic: bool = False
+        self,
+        action: Callable[[], Awaitable[BaseModel]],
+        *,
+        status_code: int = 200,
+        atomic: bool = False,
+        drafted: Callable[[], Awaitable[Drafted]] | None = None,
     ) -> Response:
         """Run `action` under the request's key. `atomic`: the action does all its work in one unit of work,
-        which the claim and the stored response join (see the module's docstring)."""
-        key = self._request.headers.get(HEADER)
-        if key is None:
+        which the claim and the stored response join. `drafted`: the use case built but not written, whose rows
+        and stored response then go in at once (see the module's docstring)."""
+        request = await self._keyed_request()
+        if drafted is not None:
+            response = await self._run_drafted(request, drafted, status_code)
+            if response is not None:
+                return response
+        if request is None:
             return _json_response(_json_bytes(await action()), status_code)
-        if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable() or not key.isascii():
-            raise InvalidIdempotencyKey(f"An {HEADER} is 1 to {MAX_KEY_LENGTH} printable ASCII characters.")
-        principal: Principal = self._request.state.principal
-        body = await self._request.body()
-        path = request_path(self._request)
-        request = KeyedRequest(
-            principal.idempotency_owner,
-            key,
-            fingerprint(self._request.method, path, body),
-            self._request.method,
-            path,
-        )
         if atomic:
             return await self._run_atomic(request, action, status_code)
         return await self._run_claimed(request, action, status_code)
+
+    async def _keyed_request(self) -> KeyedRequest | None:
+        key = self._request.headers.get(HEADER)
+        if key is None:
+            return None
+        if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable() or not key.isascii():
+            raise InvalidIdempotencyKey(f"An {HEADER} is 1 to {MAX_KEY_LENGTH} printable ASCII characters.")
+        principal: Principal = self._request.state.principal
+        path = request_path(self._request)
+        return KeyedRequest(
+            principal.idempotency_owner,
+            key,
+            fingerprint(self._request.method, path, await self._request.body()),
+            self._request.method,
+            path,
+        )
+
+    async def _run_drafted(
+        self, request: KeyedRequest | None, drafted: Callable[[], Awaitable[Drafted]], status_code: int
+    ) -> Response | None:
+        """The new rows and the key's stored answer in one insert; None when that did not happen (the use case
+        refused, or a unique constraint refused the rows: the key is taken, or a value the use case needs free),
+        and the caller runs the use case the ordinary way, which replays or says why."""
+        try:
+            draft = await drafted()
+        except PaymuxError as exc:
+            if exc.status >= 500:
+                raise
+            return None  # its refusal is answered, and stored under the key, by the ordinary run
+        payload = _json_bytes(draft.answer)
+        rows = list(draft.rows)
+        if request is not None:
+            rows.append(self._store.answered(request, StoredResponse(status_code, payload)))
+        if not await self._store.database.insert_at_once(*rows):
+            return None
+        return _json_response(payload, status_code)
 
     async def _run_atomic(
         self, request: KeyedRequest, action: Callable[[], Awaitable[BaseModel]], status_code: int
@@ -294,6 +337,14 @@ class IdempotentCall:
         return json.dumps(
             exc.to_problem(request_id_of(self._request)), separators=(",", ":"), ensure_ascii=False
         ).encode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class Drafted:
+    """A use case checked and built, not yet written: its answer, and the new rows that are its whole effect."""
+
+    answer: BaseModel
+    rows: Sequence[Base]
 
 
 @dataclass(frozen=True, slots=True)

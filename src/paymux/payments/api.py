@@ -11,6 +11,7 @@ from paymux.core.errors import problem_responses
 from paymux.core.inputs import ID_PATTERN, PrintableQuery
 from paymux.core.pagination import Limit, StartingAfter
 from paymux.gateway.auth import Caller, Idempotent, container_of
+from paymux.gateway.idempotency import Drafted
 from paymux.payments.schemas import (
     IntentFilters,
     PaymentIntentCancel,
@@ -23,7 +24,7 @@ from paymux.payments.schemas import (
     TransactionList,
     TransactionOut,
 )
-from paymux.payments.service import PaymentService
+from paymux.payments.service import CreatedIntent, PaymentService
 from paymux.payments.state import PaymentStatus
 
 router = APIRouter(
@@ -48,13 +49,21 @@ def _payments(request: Request) -> PaymentService:
 async def create_payment_intent(
     request: Request, body: PaymentIntentCreate, caller: Caller, idempotent: Idempotent
 ) -> Response:
-    async def create() -> PaymentIntentOut:
-        created = await _payments(request).create(caller, body)
+    payments = _payments(request)
+
+    def answer(created: CreatedIntent) -> PaymentIntentOut:
         return PaymentIntentOut.of(
             created.intent, payment_token=created.token.token, expires_at=created.token.expires_at
         )
 
-    return await idempotent.run(create, status_code=201, atomic=True)
+    async def create() -> PaymentIntentOut:
+        return answer(await payments.create(caller, body))
+
+    async def drafted() -> Drafted:
+        draft = await payments.draft(caller, body)
+        return Drafted(answer(draft.created), draft.rows)
+
+    return await idempotent.run(create, status_code=201, atomic=True, drafted=drafted)
 
 
 @router.get(

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from paymux.audit.service import AuditAction, AuditLog, AuditObject
 from paymux.auth.service import IssuedToken, PaymentTokenService
 from paymux.core.clock import Clock
-from paymux.core.db import Database, insert_if_absent
+from paymux.core.db import Base, Database, insert_if_absent
 from paymux.core.ids import new_id
 from paymux.events.models import Event
 from paymux.events.service import EventService
@@ -138,6 +138,16 @@ class CreatedIntent:
     token: IssuedToken
 
 
+@dataclass(frozen=True, slots=True)
+class IntentDraft:
+    """A PaymentIntent create checked and built, not yet written: the intent and its token, and the rows that
+    make it (the intent first, then its history, event and token)."""
+
+    created: CreatedIntent
+    rows: tuple[Base, ...]
+    store: PayableStore
+
+
 class PaymentService:
     def __init__(
         self,
@@ -165,6 +175,28 @@ class PaymentService:
     # ------------------------------------------------------------------ create, read, list
 
     async def create(self, principal: Principal, request: PaymentIntentCreate) -> CreatedIntent:
+        async with self._db.unit_of_work() as session:
+            draft = await self._draft(session, principal, request)
+            # The unique constraint decides whether the merchant_ref_id is free, also between racing creates.
+            # Core rather than the ORM's flush, the intent's history, event and token inserted with it (in one
+            # statement on PostgreSQL): this is the hot path, and nothing here changes after.
+            intent, *dependents = draft.rows
+            if not await insert_if_absent(
+                session, intent, *dependents, unique=("merchant_id", "merchant_ref_id")
+            ):
+                raise await self._merchant_ref_taken(session, principal, draft.store, request.merchant_ref_id)
+        return draft.created
+
+    async def draft(self, principal: Principal, request: PaymentIntentCreate) -> IntentDraft:
+        """A create checked and built but not written: what `create` does up to its insert, with the store
+        read outside any transaction. The caller writes `rows` (in one statement, see `Database.statement`)
+        and, should a unique constraint refuse them, runs `create`, which says why."""
+        async with self._db.reading(snapshot=False) as session:
+            return await self._draft(session, principal, request)
+
+    async def _draft(
+        self, session: AsyncSession, principal: Principal, request: PaymentIntentCreate
+    ) -> IntentDraft:
         require(principal, Operation.PAYMENT_INTENTS_CREATE)
         # A store-scoped client may omit store_id; naming another store finds nothing in its scope (404).
         store_id = request.store_id if request.store_id is not None else principal.store_id
@@ -172,50 +204,45 @@ class PaymentService:
             raise StoreRequired("store_id is required for clients not bound to one store.")
         if request.provider_name is not None:
             self._provider(request.provider_name, request.payment_method_type)
+        store = await self._tenants.payable_store(session, principal, store_id)
+        if not store.active:
+            raise StoreInactive(f"Store {store.id} or its merchant is deactivated.")
         now = self._clock.now()
-        async with self._db.unit_of_work() as session:
-            store = await self._tenants.payable_store(session, principal, store_id)
-            if not store.active:
-                raise StoreInactive(f"Store {store.id} or its merchant is deactivated.")
-            intent = PaymentIntent(
-                id=new_id("pi"),
-                client_partner_id=store.client_partner_id,
-                merchant_id=store.merchant_id,
-                store_id=store.id,
-                merchant_ref_id=request.merchant_ref_id,
-                order_id=request.order_id,
-                amount=request.amount,
-                currency=request.currency,
-                amount_captured=0,
-                amount_refunded=0,
-                payment_method_type=request.payment_method_type.value,
-                processing_mode=request.processing_mode.value,
-                status=PaymentStatus.REQUIRES_PAYMENT_METHOD.value,
-                provider_name=request.provider_name,
-                metadata_=dict(request.metadata),
-                created_at=now,
-                updated_at=now,
-            )
-            token, token_row = self._tokens.new_token(
-                payment_intent_id=intent.id,
-                client_partner_id=intent.client_partner_id,
-                merchant_id=intent.merchant_id,
-                store_id=intent.store_id,
-            )
-            # The unique constraint decides whether the merchant_ref_id is free, also between racing creates.
-            # Core rather than the ORM's flush, the intent's history, event and token inserted with it (in one
-            # statement on PostgreSQL): this is the hot path, and nothing here changes after.
-            inserted = await insert_if_absent(
-                session,
+        intent = PaymentIntent(
+            id=new_id("pi"),
+            client_partner_id=store.client_partner_id,
+            merchant_id=store.merchant_id,
+            store_id=store.id,
+            merchant_ref_id=request.merchant_ref_id,
+            order_id=request.order_id,
+            amount=request.amount,
+            currency=request.currency,
+            amount_captured=0,
+            amount_refunded=0,
+            payment_method_type=request.payment_method_type.value,
+            processing_mode=request.processing_mode.value,
+            status=PaymentStatus.REQUIRES_PAYMENT_METHOD.value,
+            provider_name=request.provider_name,
+            metadata_=dict(request.metadata),
+            created_at=now,
+            updated_at=now,
+        )
+        token, token_row = self._tokens.new_token(
+            payment_intent_id=intent.id,
+            client_partner_id=intent.client_partner_id,
+            merchant_id=intent.merchant_id,
+            store_id=intent.store_id,
+        )
+        return IntentDraft(
+            created=CreatedIntent(intent=intent, token=token),
+            rows=(
                 intent,
                 self._history(intent, None, "created"),
                 self._intent_event(intent, "payment_intent.created"),
                 token_row,
-                unique=("merchant_id", "merchant_ref_id"),
-            )
-            if not inserted:
-                raise await self._merchant_ref_taken(session, principal, store, request.merchant_ref_id)
-        return CreatedIntent(intent=intent, token=token)
+            ),
+            store=store,
+        )
 
     async def _merchant_ref_taken(
         self, session: AsyncSession, principal: Principal, store: PayableStore, merchant_ref_id: str

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
+from typing import NamedTuple
 
 import httpx
 import structlog
@@ -37,6 +38,7 @@ from paymux.webhooks.signing import signature_headers
 log = structlog.get_logger(__name__)
 
 RESPONSE_EXCERPT_BYTES = 1024
+RELAY_BATCH = 500
 USER_AGENT = "paymux-webhooks/1"
 
 
@@ -51,6 +53,13 @@ class SendResult:
     @property
     def succeeded(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
+
+
+class Relayed(NamedTuple):
+    """What a relay round did: events taken from the outbox, and deliveries it made of them."""
+
+    events: int
+    deliveries: int
 
 
 @dataclass(slots=True)
@@ -110,23 +119,29 @@ class WebhookDispatcher:
 
     # ------------------------------------------------------------------ relay
 
-    async def relay(self, limit: int = 500) -> int:
-        """Fan a batch of committed events out to webhook deliveries; returns how many events it relayed."""
+    async def relay(self, limit: int = RELAY_BATCH) -> Relayed:
+        """Fan a batch of committed events out to webhook deliveries."""
         now = self._clock.now()
         async with self._db.unit_of_work() as session:
-            events = list(
-                (
-                    await session.execute(
-                        select(Event)
-                        .where(Event.relayed_at.is_(None))
-                        .order_by(Event.id)
-                        .limit(limit)
-                        .with_for_update(skip_locked=True)
-                    )
-                ).scalars()
+            # Taken and marked in one statement: the batch is the oldest unrelayed events nobody else holds.
+            batch = (
+                select(Event.id)
+                .where(Event.relayed_at.is_(None))
+                .order_by(Event.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
             )
+            events = (
+                await session.execute(
+                    update(Event)
+                    .where(Event.id.in_(batch.scalar_subquery()))
+                    .values(relayed_at=now)
+                    .returning(Event.id, Event.client_partner_id, Event.merchant_id, Event.type)
+                    .execution_options(synchronize_session=False)
+                )
+            ).all()
             if not events:
-                return 0
+                return Relayed(0, 0)
             merchant_ids = {event.merchant_id for event in events}
             endpoints = (
                 await session.execute(
@@ -140,18 +155,14 @@ class WebhookDispatcher:
             by_merchant: dict[int, list[WebhookEndpoint]] = {}
             for endpoint in endpoints:
                 by_merchant.setdefault(endpoint.merchant_id, []).append(endpoint)
-            for event in events:
-                for endpoint in by_merchant.get(event.merchant_id, []):
-                    if subscribes(endpoint.events, event.type):
-                        session.add(new_delivery(endpoint, event, now))
-            # One statement for the batch rather than an UPDATE per event.
-            await session.execute(
-                update(Event)
-                .where(Event.id.in_([event.id for event in events]))
-                .values(relayed_at=now)
-                .execution_options(synchronize_session=False)
-            )
-            return len(events)
+            deliveries = [
+                new_delivery(endpoint, event, now)
+                for event in sorted(events, key=lambda event: event.id)  # event order within an endpoint
+                for endpoint in by_merchant.get(event.merchant_id, [])
+                if subscribes(endpoint.events, event.type)
+            ]
+            session.add_all(deliveries)
+            return Relayed(len(events), len(deliveries))
 
     # ------------------------------------------------------------------ delivery
 

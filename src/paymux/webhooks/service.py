@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -312,7 +313,18 @@ class WebhookService:
             return deliveries
 
 
-def new_delivery(endpoint: WebhookEndpoint, event: Event, now: datetime) -> WebhookDelivery:
+class DeliverableEvent(Protocol):
+    """What a delivery needs of its event: an Event, or the columns a relay took of one."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def client_partner_id(self) -> int: ...
+    @property
+    def merchant_id(self) -> int: ...
+
+
+def new_delivery(endpoint: WebhookEndpoint, event: DeliverableEvent, now: datetime) -> WebhookDelivery:
     return WebhookDelivery(
         id=new_id("wd"),
         endpoint_id=endpoint.id,
