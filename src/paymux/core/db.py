@@ -40,7 +40,13 @@ from sqlalchemy.dialects.sqlite import Insert as SQLiteInsert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
@@ -90,7 +96,10 @@ async def insert_new(session: AsyncSession, *rows: Base) -> None:
     the rows go in one statement (each but the last a data-modifying WITH; foreign keys among them are checked
     at its end), elsewhere one cached statement each, in the order given.
     """
-    connection = await session.connection()
+    await _insert_rows(await session.connection(), rows)
+
+
+async def _insert_rows(connection: AsyncConnection, rows: tuple[Base, ...]) -> None:
     values = [_values_of(row) for row in rows]
     if connection.dialect.name != "postgresql" or len(rows) < 2:
         for row, parameters in zip(rows, values, strict=True):
@@ -299,12 +308,9 @@ class Database:
             _configure_sqlite(self.engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
         # A statement of its own needs no transaction around it on PostgreSQL (SQLite's keep theirs).
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._single_statements = (
-            self.sessions
-            if self.is_sqlite
-            else async_sessionmaker(
-                self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
-            )
+            self.sessions if self.is_sqlite else async_sessionmaker(self._autocommit, expire_on_commit=False)
         )
         self._enclosing: ContextVar[AsyncSession | None] = ContextVar(
             f"enclosing_uow_{id(self)}", default=None
@@ -357,12 +363,9 @@ class Database:
         round trips around it. For a use case whose whole effect is new rows, written after its reads.
         """
         try:
-            if self.is_sqlite:
-                async with self.sessions.begin() as session:
-                    await insert_new(session, *rows)
-            else:
-                async with self._single_statements() as session:
-                    await insert_new(session, *rows)
+            # A connection, not a session: nothing here needs the ORM's, and this is the hot path.
+            async with self.engine.begin() if self.is_sqlite else self._autocommit.connect() as connection:
+                await _insert_rows(connection, rows)
         except IntegrityError:
             return False
         return True
