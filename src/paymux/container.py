@@ -38,6 +38,7 @@ from paymux.providers.registry import ProviderRegistry
 from paymux.providers.testmode import BuiltinTestProvider
 from paymux.reconciliation.service import ReconciliationService
 from paymux.tenants.admin import TenantAdmin
+from paymux.tenants.payable import PayableStores
 from paymux.tenants.service import TenantService
 from paymux.webhooks.inbound import InboundWebhookService
 from paymux.webhooks.service import WebhookService
@@ -120,7 +121,8 @@ class Container:
         audit = AuditLog(db, clock)
         api_clients = ApiClientService(db, cipher, clock)
         payment_tokens = PaymentTokenService(db, clock, timedelta(seconds=settings.payment_token_ttl_seconds))
-        tenants = TenantService(db, cipher, clock, registry, api_clients, audit)
+        payable_stores = PayableStores(db, clock)
+        tenants = TenantService(db, cipher, clock, registry, api_clients, audit, payable_stores)
         access_ttl = timedelta(seconds=settings.access_token_ttl_seconds)
         signing_keys = SigningKeys(db, cipher, clock, audit, published_for=access_ttl)
         users = UserService(
@@ -179,7 +181,7 @@ class Container:
             audit=audit,
             user_admin=UserAdmin(db, clock, users, tenants, audit),
             client_admin=ApiClientAdmin(db, clock, api_clients, tenants, audit),
-            tenant_admin=TenantAdmin(db, clock, audit),
+            tenant_admin=TenantAdmin(db, clock, audit, payable_stores),
             tenants=tenants,
             payments=payments,
             ledger=ledger,

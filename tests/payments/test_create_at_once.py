@@ -1,4 +1,4 @@
-"""Create PaymentIntent written at once: the store read, then one insert of every row and the Idempotency-Key.
+"""Create PaymentIntent written at once: one insert of every row and the Idempotency-Key (the store is kept).
 
 When a unique constraint refuses that insert (a taken key or merchant_ref_id) nothing of it stays, and the
 atomic run answers: a replay, or the conflict, stored under the key.
@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, update
 
 from paymux.auth.models import PaymentToken
 from paymux.container import Container
@@ -19,6 +19,8 @@ from paymux.core.clock import FrozenClock
 from paymux.events.models import Event
 from paymux.gateway.models import IdempotencyRecord
 from paymux.payments.models import PaymentIntent, PaymentIntentStatusChange
+from paymux.tenants import payable
+from paymux.tenants.models import Store
 from tests.support import ServerClient, Tenant, intent_body
 
 INTENTS = "/v1/payment_intents"
@@ -48,20 +50,16 @@ async def count(container: Container, model: Any, *where: Any) -> int:
 
 
 @pytest.mark.postgres
-async def test_a_create_is_the_store_read_and_one_insert(
-    server: ServerClient, tenant: Tenant, container: Container
-) -> None:
-    await server.create_intent(tenant)  # the API client is looked up once, then cached
+async def test_a_create_is_one_insert(server: ServerClient, tenant: Tenant, container: Container) -> None:
+    await server.create_intent(tenant)  # the API client and the store are read once, then kept
     body = intent_body(tenant)
     with statements_of(container) as sent:
         response = await server.post(INTENTS, body, idempotency_key="at-once")
     assert response.status_code == 201, response.text
-    writes = [statement for statement in sent if "INSERT" in statement or "UPDATE" in statement]
-    assert len(sent) == 2, sent
-    assert len(writes) == 1
+    assert len(sent) == 1, sent
     for table in ("payment_intents", "payment_intent_status_changes", "events", "payment_tokens"):
-        assert f"INSERT INTO {table}" in writes[0]
-    assert "INSERT INTO idempotency_keys" in writes[0]
+        assert f"INSERT INTO {table}" in sent[0]
+    assert "INSERT INTO idempotency_keys" in sent[0]
 
     intent_id = response.json()["id"]
     assert (
@@ -123,3 +121,17 @@ async def test_a_refused_create_is_answered_and_stored_by_the_atomic_run(
     replay = await server.post(INTENTS, foreign, idempotency_key="foreign")
     assert replay.headers["idempotent-replayed"] == "true"
     assert replay.content == refused.content
+
+
+async def test_a_store_deactivated_elsewhere_stops_payments_within_the_ttl(
+    server: ServerClient, tenant: Tenant, container: Container, clock: FrozenClock
+) -> None:
+    await server.create_intent(tenant)
+    # Another process deactivates the store: this one keeps what it read for up to payable.TTL.
+    async with container.db.unit_of_work() as session:
+        await session.execute(update(Store).where(Store.id == tenant.store_id).values(is_active=False))
+    await server.create_intent(tenant)
+    clock.advance(payable.TTL)
+    refused = await server.post(INTENTS, intent_body(tenant))
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["code"] == "store_inactive"

@@ -351,7 +351,14 @@ class Database:
         Its statements share one snapshot. With `snapshot=False`, for a read of a single statement (an API's
         retrieve or list), each statement sees what is committed when it runs and no transaction is opened on
         PostgreSQL: two round trips (BEGIN and ROLLBACK) fewer.
+
+        Inside an `enclosing_unit_of_work` it reads in that one's transaction (it sees that one's writes, and
+        on SQLite a second connection would wait for that one's lock).
         """
+        enclosing = self._enclosing.get()
+        if enclosing is not None:
+            yield enclosing
+            return
         async with (self.sessions if snapshot else self._single_statements)() as session:
             yield session
 

@@ -72,7 +72,8 @@ from paymux.providers.base import (
 )
 from paymux.providers.registry import ProviderRegistry
 from paymux.tenants.models import StoreProviderConfig
-from paymux.tenants.service import PayableStore, TenantService
+from paymux.tenants.payable import PayableStore
+from paymux.tenants.service import TenantService
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -175,8 +176,8 @@ class PaymentService:
     # ------------------------------------------------------------------ create, read, list
 
     async def create(self, principal: Principal, request: PaymentIntentCreate) -> CreatedIntent:
+        draft = await self.draft(principal, request)
         async with self._db.unit_of_work() as session:
-            draft = await self._draft(session, principal, request)
             # The unique constraint decides whether the merchant_ref_id is free, also between racing creates.
             # Core rather than the ORM's flush, the intent's history, event and token inserted with it (in one
             # statement on PostgreSQL): this is the hot path, and nothing here changes after.
@@ -188,15 +189,9 @@ class PaymentService:
         return draft.created
 
     async def draft(self, principal: Principal, request: PaymentIntentCreate) -> IntentDraft:
-        """A create checked and built but not written: what `create` does up to its insert, with the store
-        read outside any transaction. The caller writes `rows` (in one statement, see `Database.statement`)
-        and, should a unique constraint refuse them, runs `create`, which says why."""
-        async with self._db.reading(snapshot=False) as session:
-            return await self._draft(session, principal, request)
-
-    async def _draft(
-        self, session: AsyncSession, principal: Principal, request: PaymentIntentCreate
-    ) -> IntentDraft:
+        """A create checked and built but not written: the caller writes `rows` (`Database.insert_at_once`
+        writes them in one statement) and, should a unique constraint refuse them, runs `create`, which says
+        why."""
         require(principal, Operation.PAYMENT_INTENTS_CREATE)
         # A store-scoped client may omit store_id; naming another store finds nothing in its scope (404).
         store_id = request.store_id if request.store_id is not None else principal.store_id
@@ -204,7 +199,7 @@ class PaymentService:
             raise StoreRequired("store_id is required for clients not bound to one store.")
         if request.provider_name is not None:
             self._provider(request.provider_name, request.payment_method_type)
-        store = await self._tenants.payable_store(session, principal, store_id)
+        store = await self._tenants.payable_store(principal, store_id)
         if not store.active:
             raise StoreInactive(f"Store {store.id} or its merchant is deactivated.")
         now = self._clock.now()

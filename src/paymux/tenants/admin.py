@@ -22,6 +22,7 @@ from paymux.gateway.permissions import Operation, require
 from paymux.gateway.principal import Principal
 from paymux.tenants.errors import MerchantNotFound, StoreNotFound, TenantConflict, TenantNotInScope
 from paymux.tenants.models import ClientPartner, Merchant, Store
+from paymux.tenants.payable import PayableStores
 from paymux.tenants.schemas import (
     MerchantCreate,
     MerchantUpdate,
@@ -48,10 +49,11 @@ def _subject(row: ClientPartner | Merchant | Store) -> AuditObject:
 
 
 class TenantAdmin:
-    def __init__(self, db: Database, clock: Clock, audit: AuditLog) -> None:
+    def __init__(self, db: Database, clock: Clock, audit: AuditLog, payable_stores: PayableStores) -> None:
         self._db = db
         self._clock = clock
         self._audit = audit
+        self._payable_stores = payable_stores
 
     # ------------------------------------------------------------------ partners
 
@@ -152,7 +154,8 @@ class TenantAdmin:
                 self._audit.record(
                     session, principal, AuditAction.MERCHANT_UPDATED, _subject(merchant), details=changes
                 )
-            return merchant
+        self._payable_stores.forget_all()  # after the commit, so no create caches the old state again
+        return merchant
 
     # ------------------------------------------------------------------ stores
 
@@ -230,7 +233,8 @@ class TenantAdmin:
                 self._audit.record(
                     session, principal, AuditAction.STORE_UPDATED, _subject(store), details=changes
                 )
-            return store
+        self._payable_stores.forget_all()  # after the commit, so no create caches the old state again
+        return store
 
     # ------------------------------------------------------------------ shared
 

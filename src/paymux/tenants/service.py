@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.audit.service import AuditAction, AuditLog, AuditObject
@@ -30,6 +30,7 @@ from paymux.tenants.errors import (
     UnknownProviderCode,
 )
 from paymux.tenants.models import ClientPartner, Merchant, Store, StoreProviderConfig
+from paymux.tenants.payable import PayableStore, PayableStores
 from paymux.tenants.schemas import (
     MerchantSync,
     MerchantSyncRequest,
@@ -64,27 +65,6 @@ class BootstrapResult:
 OPERATOR = Principal.operator("paymux")
 
 
-@dataclass(frozen=True, slots=True)
-class PayableStore:
-    id: int
-    client_partner_id: int
-    merchant_id: int
-    active: bool  # the store and its merchant both take payments
-
-
-_PAYABLE_STORE = (
-    select(
-        Store.id,
-        Store.client_partner_id,
-        Store.merchant_id,
-        Store.is_active.label("store_active"),
-        Merchant.is_active.label("merchant_active"),
-    )
-    .join(Merchant, Merchant.id == Store.merchant_id)
-    .where(Store.id == bindparam("store_id"))
-)
-
-
 class TenantService:
     def __init__(
         self,
@@ -94,6 +74,7 @@ class TenantService:
         providers: ProviderRegistry,
         api_clients: ApiClientService,
         audit: AuditLog,
+        payable_stores: PayableStores,
     ) -> None:
         self._db = db
         self._audit = audit
@@ -101,6 +82,7 @@ class TenantService:
         self._clock = clock
         self._providers = providers
         self._api_clients = api_clients
+        self.payable_stores = payable_stores
 
     # ------------------------------------------------------------------ config sync (seed 004)
 
@@ -142,6 +124,7 @@ class TenantService:
                     "provider_configs": sorted(requested_codes),
                 },
             )
+        self.payable_stores.forget_all()  # after the commit, so no create caches the old state again
         return MerchantSyncResult(
             synced_merchants=len(request.merchants),
             synced_stores=sum(len(merchant.stores) for merchant in request.merchants),
@@ -277,21 +260,15 @@ class TenantService:
             raise StoreNotFound(f"No store {store_id} in this client's scope.")
         return store
 
-    async def payable_store(self, session: AsyncSession, principal: Principal, store_id: int) -> PayableStore:
-        """A store in the caller's scope, with whether it and its merchant take payments: one query, as every
-        PaymentIntent create asks it."""
-        connection = await session.connection()  # a Core statement: the ORM's execute adds nothing here
-        row = (await connection.execute(_PAYABLE_STORE, {"store_id": store_id})).one_or_none()
-        if row is None or not principal.sees(
-            client_partner_id=row.client_partner_id, merchant_id=row.merchant_id, store_id=row.id
+    async def payable_store(self, principal: Principal, store_id: int) -> PayableStore:
+        """A store in the caller's scope, with whether it and its merchant take payments (see `PayableStores`:
+        kept briefly, as every PaymentIntent create asks this)."""
+        store = await self.payable_stores.get(store_id)
+        if store is None or not principal.sees(
+            client_partner_id=store.client_partner_id, merchant_id=store.merchant_id, store_id=store.id
         ):
             raise StoreNotFound(f"No store {store_id} in this client's scope.")
-        return PayableStore(
-            id=row.id,
-            client_partner_id=row.client_partner_id,
-            merchant_id=row.merchant_id,
-            active=bool(row.store_active and row.merchant_active),
-        )
+        return store
 
     async def fee_rule(self, session: AsyncSession, store_id: int, currency: str) -> FeeRule | None:
         """The store's fee rule for a currency; None when it charges no fee in that currency."""
