@@ -85,7 +85,7 @@ class ApiClientService:
         cached = self._cache.get(client_id)
         if cached is not None and cached[0] > now:
             return cached[1]
-        async with self._db.reading(snapshot=False) as session:
+        async with self._db.reading() as session:
             client = await session.get(ApiClient, client_id)
         if client is None or client.revoked_at is not None:
             self._cache.pop(client_id, None)
@@ -152,7 +152,7 @@ class PaymentTokenService:
         """The live record of a presented token; raises when unknown or expired."""
         if not token.startswith(TOKEN_PREFIX) or len(token) > 100:
             raise InvalidPaymentToken("The bearer credential is not a paymux payment token.")
-        async with self._db.reading(snapshot=False) as session:
+        async with self._db.reading() as session:
             record = await session.get(PaymentToken, sha256_hex(token))
         if record is None:
             raise InvalidPaymentToken("The payment token is not known.")

@@ -309,7 +309,7 @@ class Database:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
         # A statement of its own needs no transaction around it on PostgreSQL (SQLite's keep theirs).
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._single_statements = (
+        self._read_sessions = (
             self.sessions if self.is_sqlite else async_sessionmaker(self._autocommit, expire_on_commit=False)
         )
         self._enclosing: ContextVar[AsyncSession | None] = ContextVar(
@@ -345,12 +345,12 @@ class Database:
                 self._enclosing.reset(joined)
 
     @asynccontextmanager
-    async def reading(self, *, snapshot: bool = True) -> AsyncIterator[AsyncSession]:
+    async def reading(self) -> AsyncIterator[AsyncSession]:
         """A session for reads; nothing it does is committed.
 
-        Its statements share one snapshot. With `snapshot=False`, for a read of a single statement (an API's
-        retrieve or list), each statement sees what is committed when it runs and no transaction is opened on
-        PostgreSQL: two round trips (BEGIN and ROLLBACK) fewer.
+        On PostgreSQL it opens no transaction: at READ COMMITTED each statement sees what is committed when it
+        starts, inside a transaction or not, so BEGIN and ROLLBACK would be two round trips for nothing. SQLite
+        reads keep their transaction (there it holds one snapshot).
 
         Inside an `enclosing_unit_of_work` it reads in that one's transaction (it sees that one's writes, and
         on SQLite a second connection would wait for that one's lock).
@@ -359,7 +359,7 @@ class Database:
         if enclosing is not None:
             yield enclosing
             return
-        async with (self.sessions if snapshot else self._single_statements)() as session:
+        async with self._read_sessions() as session:
             yield session
 
     async def insert_at_once(self, *rows: Base) -> bool:

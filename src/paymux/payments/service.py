@@ -262,7 +262,7 @@ class PaymentService:
 
     async def retrieve(self, principal: Principal, intent_id: str) -> PaymentIntent:
         require(principal, Operation.PAYMENT_INTENTS_READ)
-        async with self._db.reading(snapshot=False) as session:
+        async with self._db.reading() as session:
             return await self._find(session, principal, intent_id)
 
     async def list_intents(
@@ -287,7 +287,7 @@ class PaymentService:
         if starting_after is not None:
             statement = statement.where(PaymentIntent.id < starting_after)
         statement = statement.order_by(PaymentIntent.id.desc()).limit(limit + 1)
-        async with self._db.reading(snapshot=False) as session:
+        async with self._db.reading() as session:
             rows = list((await session.execute(statement)).scalars())
         return rows[:limit], len(rows) > limit
 

@@ -52,7 +52,7 @@ class PayableStores:
         cached = self._cache.get(store_id)
         if cached is not None and cached[0] > now:
             return cached[1]
-        async with self._db.reading(snapshot=False) as session:
+        async with self._db.reading() as session:
             connection = await session.connection()  # a Core statement: the ORM's execute adds nothing here
             row = (await connection.execute(_PAYABLE_STORE, {"store_id": store_id})).one_or_none()
         if row is None:
