@@ -6,7 +6,8 @@ generator on the same machine, every figure next to a baseline measured in the s
     .venv/bin/python bench/suite.py --soak     # 10 minutes at half of measured capacity (make bench-soak)
 
 The baseline is bench/baseline.py: the same framework inserting one row with one commit per request, served
-with the same number of processes. The load generator is bench/loadgen.mjs (Node.js, no dependencies), which
+with the same number of processes, once before paymux's scenarios and once after; ratios are to the mean of the
+two, and `baseline_drift` says how far the machine's speed moved in between. The load generator is bench/loadgen.mjs (Node.js, no dependencies), which
 signs every paymux request with HMAC like a merchant's server.
 
 Scenarios:
@@ -343,11 +344,9 @@ def http_scenarios(bench: Bench, layout: tuple[int, int], seconds: float) -> lis
     api_n, worker_n = layout
     tag = f"{api_n} API + {worker_n} worker"
     bench.reset()
-    with bench.baseline(api_n) as url:
-        baseline = load({"base": url, "scenario": "baseline", "mode": "closed", "connections": 32,
-                         "seconds": seconds})  # fmt: skip
-    floor = baseline["throughput"]
-    rows = [row("baseline: insert one row, one commit", baseline, floor, layout=tag)]
+    before = measure_baseline(bench, api_n, seconds)
+    floor = before["throughput"]
+    rows = [row("baseline: insert one row, one commit", before, floor, layout=tag)]
     receiver_port = free_port()
     with bench.paymux(api_n, worker_n) as api:
         tenant = bench.tenant(bench.sandbox, f"http://127.0.0.1:{receiver_port}/")
@@ -378,7 +377,21 @@ def http_scenarios(bench: Bench, layout: tuple[int, int], seconds: float) -> lis
                         "rate": max(1, round(qr["throughput"] / 2)), "sandbox": f"{bench.sandbox}/paypay",
                         "receiver_port": receiver_port})  # fmt: skip
         rows.append(row("2. QR lifecycle, 50% load", qr_half, floor, layout=tag))
+    # The machine's speed drifts over minutes: the baseline is measured again after paymux's scenarios, and
+    # every ratio is to the mean of the two. How far they differ says how far to trust the ratios.
+    after = measure_baseline(bench, api_n, seconds)
+    rows.insert(1, row("baseline, measured again after", after, floor, layout=tag))
+    floor = (before["throughput"] + after["throughput"]) / 2
+    for item in rows:
+        item["vs_baseline"] = round(item["throughput"] / floor, 2)
+        item["baseline_drift"] = round(after["throughput"] / before["throughput"] - 1, 3)
     return rows
+
+
+def measure_baseline(bench: Bench, api_processes: int, seconds: float) -> dict[str, Any]:
+    with bench.baseline(api_processes) as url:
+        return load({"base": url, "scenario": "baseline", "mode": "closed", "connections": 32,
+                     "seconds": seconds})  # fmt: skip
 
 
 def in_process(script: str, args: list[str]) -> dict[str, Any]:
