@@ -9,8 +9,9 @@ the claim of the key, the effect and the stored response are that one transactio
 on the key's primary key until the first commits, then gets its replay; a process that dies mid-request leaves
 nothing behind. Whose whole effect is new rows it can also run `drafted`: built first, without writing, then
 its rows and the key with its stored answer inserted at once (one statement on PostgreSQL, which is then its own
-transaction: two round trips instead of six). If a unique constraint refuses them (the key is taken, or a value
-the use case needs free), nothing was written and the atomic run follows: it replays, or says what was taken.
+transaction: no BEGIN, claim, stored-answer UPDATE or COMMIT around it). If a unique constraint refuses them
+(the key is taken, or a value the use case needs free), nothing was written and the atomic run follows: it
+replays, or says what was taken.
 
 A use case that calls a provider commits its attempt before the call, so its key is claimed in a short
 transaction of its own: concurrent duplicates meet on the primary key, one runs and the others get
