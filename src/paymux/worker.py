@@ -31,12 +31,16 @@ HOUSEKEEPING_EVERY = timedelta(minutes=10)
 
 
 class DeliveryRound(NamedTuple):
-    """Events relayed and webhook attempts made in one round; `backlog`: there is more to do at once (the relay
-    took a full batch, or deliveries were sent and their endpoints may have more queued)."""
+    """Events relayed and webhook attempts made in one round."""
 
     events: int
     attempts: int
-    backlog: bool
+
+    @property
+    def backlog(self) -> bool:
+        """More to do at once: the relay took a full batch, or deliveries were sent and their endpoints may have
+        more queued."""
+        return self.events >= RELAY_BATCH or self.attempts > 0
 
 
 class Worker:
@@ -79,7 +83,7 @@ class Worker:
         if look_for_due or relayed.deliveries or self._sent_last_round:
             attempts = await self.dispatcher.dispatch()
         self._sent_last_round = attempts > 0
-        return DeliveryRound(relayed.events, attempts, backlog=relayed.events >= RELAY_BATCH or attempts > 0)
+        return DeliveryRound(relayed.events, attempts)
 
     async def run_once(self) -> int:
         """One round of every job; returns how much work it found."""

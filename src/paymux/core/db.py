@@ -370,7 +370,7 @@ class Database:
         round trips around it. For a use case whose whole effect is new rows, written after its reads.
         """
         try:
-            # A connection, not a session: nothing here needs the ORM's, and this is the hot path.
+            # A connection, not a session: nothing here needs the ORM's session, and this is a hot path.
             async with self.engine.begin() if self.is_sqlite else self._autocommit.connect() as connection:
                 await _insert_rows(connection, rows)
         except IntegrityError:

@@ -82,7 +82,7 @@ class TenantService:
         self._clock = clock
         self._providers = providers
         self._api_clients = api_clients
-        self.payable_stores = payable_stores
+        self._payable_stores = payable_stores
 
     # ------------------------------------------------------------------ config sync (seed 004)
 
@@ -124,7 +124,7 @@ class TenantService:
                     "provider_configs": sorted(requested_codes),
                 },
             )
-        self.payable_stores.forget_all()  # after the commit, so no create caches the old state again
+        self._payable_stores.forget_all()  # after the commit, so no create caches the old state again
         return MerchantSyncResult(
             synced_merchants=len(request.merchants),
             synced_stores=sum(len(merchant.stores) for merchant in request.merchants),
@@ -263,7 +263,7 @@ class TenantService:
     async def payable_store(self, principal: Principal, store_id: int) -> PayableStore:
         """A store in the caller's scope, with whether it and its merchant take payments (see `PayableStores`:
         kept briefly, as every PaymentIntent create asks this)."""
-        store = await self.payable_stores.get(store_id)
+        store = await self._payable_stores.get(store_id)
         if store is None or not principal.sees(
             client_partner_id=store.client_partner_id, merchant_id=store.merchant_id, store_id=store.id
         ):
