@@ -6,6 +6,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from cachetools import TTLCache
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,11 +16,11 @@ from paymux.core.clock import Clock
 from paymux.core.crypto import EnvelopeCipher, sha256_hex
 from paymux.core.db import Database
 from paymux.core.ids import new_id
+from paymux.core.kept import kept_for
 
 TOKEN_PREFIX = "tok_"  # noqa: S105 - an id prefix, not a secret
 SECRET_PREFIX = "sk_"  # noqa: S105 - an id prefix, not a secret
 CACHE_TTL = timedelta(seconds=5)
-CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +40,7 @@ class ApiClientService:
         self._db = db
         self._cipher = cipher
         self._clock = clock
-        self._cache: dict[str, tuple[datetime, VerifiedClient]] = {}
+        self._kept: TTLCache[str, VerifiedClient] = kept_for(CACHE_TTL, clock)
 
     @staticmethod
     def _context(client_id: str) -> str:
@@ -81,24 +82,20 @@ class ApiClientService:
         """
         if len(client_id) > 40:
             return None
-        now = self._clock.now()
-        cached = self._cache.get(client_id)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        kept = self._kept.get(client_id)
+        if kept is not None:
+            return kept
         async with self._db.reading() as session:
             client = await session.get(ApiClient, client_id)
         if client is None or client.revoked_at is not None:
-            self._cache.pop(client_id, None)
             return None
         verified = VerifiedClient(client=client, secret=self.reveal_secret(client))
-        if len(self._cache) >= CACHE_SIZE:
-            self._cache.clear()
-        self._cache[client_id] = (now + CACHE_TTL, verified)
+        self._kept[client_id] = verified
         return verified
 
     def forget(self, client_id: str) -> None:
         """Drop a cached client (its secret changed or it was revoked)."""
-        self._cache.pop(client_id, None)
+        self._kept.pop(client_id, None)
 
     def reseal(self, client: ApiClient) -> str:
         """Give the client a new secret (the old one stops verifying); returns the new secret. The caller forgets

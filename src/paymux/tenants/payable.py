@@ -8,16 +8,17 @@ process within `TTL`, as with API clients.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
+from cachetools import TTLCache
 from sqlalchemy import bindparam, select
 
 from paymux.core.clock import Clock
 from paymux.core.db import Database
+from paymux.core.kept import kept_for
 from paymux.tenants.models import Merchant, Store
 
 TTL = timedelta(seconds=5)
-CACHE_SIZE = 10_000
 
 _PAYABLE_STORE = (
     select(
@@ -43,20 +44,17 @@ class PayableStore:
 class PayableStores:
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
-        self._clock = clock
-        self._cache: dict[int, tuple[datetime, PayableStore]] = {}
+        self._kept: TTLCache[int, PayableStore] = kept_for(TTL, clock)
 
     async def get(self, store_id: int) -> PayableStore | None:
         """The store, or None when there is none (not kept: a store made in another process is seen at once)."""
-        now = self._clock.now()
-        cached = self._cache.get(store_id)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        kept = self._kept.get(store_id)
+        if kept is not None:
+            return kept
         async with self._db.reading() as session:
             connection = await session.connection()  # a Core statement: the ORM's execute adds nothing here
             row = (await connection.execute(_PAYABLE_STORE, {"store_id": store_id})).one_or_none()
         if row is None:
-            self._cache.pop(store_id, None)
             return None
         store = PayableStore(
             id=row.id,
@@ -64,12 +62,10 @@ class PayableStores:
             merchant_id=row.merchant_id,
             active=bool(row.store_active and row.merchant_active),
         )
-        if len(self._cache) >= CACHE_SIZE:
-            self._cache.clear()
-        self._cache[store_id] = (now + TTL, store)
+        self._kept[store_id] = store
         return store
 
     def forget_all(self) -> None:
         """Drop every kept store; called once a change to merchants or stores has committed (a merchant's
         reaches all its stores, and such changes are rare)."""
-        self._cache.clear()
+        self._kept.clear()
