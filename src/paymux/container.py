@@ -23,7 +23,6 @@ from paymux.core.db import Database
 from paymux.events.service import EventService
 from paymux.gateway.idempotency import IdempotencyStore
 from paymux.gateway.ratelimit import RateLimiter, RateLimits
-from paymux.gateway.replay import MemoryReplayGuard, RedisReplayGuard, ReplayGuard
 from paymux.ledger.service import LedgerService
 from paymux.payments.bookings import PaymentBookings
 from paymux.payments.service import PaymentService
@@ -64,7 +63,6 @@ class Container:
     cipher: EnvelopeCipher
     redis: aioredis.Redis | None
     rate_limiter: RateLimiter
-    replay_guard: ReplayGuard
     idempotency: IdempotencyStore
     providers: ProviderRegistry
     events: EventService
@@ -102,7 +100,6 @@ class Container:
         master_key = settings.master_key.get_secret_value() if settings.master_key else None
         cipher = EnvelopeCipher(load_key_encryption_key(master_key, settings.master_key_file))
         redis = aioredis.from_url(settings.redis_url, socket_timeout=0.5) if settings.redis_url else None
-        replay_guard: ReplayGuard = RedisReplayGuard(redis) if redis is not None else MemoryReplayGuard()
         rate_limiter = RateLimiter(
             RateLimits(
                 merchant=settings.ratelimit_merchant,
@@ -169,7 +166,6 @@ class Container:
             cipher=cipher,
             redis=redis,
             rate_limiter=rate_limiter,
-            replay_guard=replay_guard,
             idempotency=idempotency,
             providers=registry,
             events=events,

@@ -15,7 +15,6 @@ from paymux.auth.errors import (
     InvalidAccessToken,
     InvalidSignature,
     MissingCredentials,
-    SignatureReplayed,
     TimestampOutOfRange,
     UnknownClient,
 )
@@ -25,6 +24,7 @@ from paymux.gateway import hmac_signing
 from paymux.gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
 from paymux.gateway.idempotency import IdempotentCall, request_path
 from paymux.gateway.principal import CallerType, Principal, Role
+from paymux.gateway.replay import SignatureClaim
 
 if TYPE_CHECKING:
     from paymux.container import Container
@@ -110,27 +110,22 @@ async def _verify_hmac(request: Request, header: str) -> Principal:
         raise InvalidSignature(
             "Sign METHOD:PATH:timestamp:body with the client's secret, PATH with its query string."
         )
+    claim = None
     if request.method in STATE_CHANGING:
         signature_key = hashlib.sha256(f"{auth.client_id}:{auth.signature}".encode()).hexdigest()
-        fresh = await container.replay_guard.claim(
-            signature_key, request.headers.get(IDEMPOTENCY_HEADER), ttl_seconds=2 * tolerance
-        )
-        if not fresh:
-            raise SignatureReplayed(
-                "Sign each request anew; only a retry with the same Idempotency-Key may repeat one."
-            )
+        claim = SignatureClaim(signature_key, request.headers.get(IDEMPOTENCY_HEADER), 2 * tolerance)
     client = verified.client
-    principal = Principal(
+    # The signature is claimed in the rate limits' round trip; a replay raises SignatureReplayed from there.
+    request.state.rate_limit = await container.rate_limiter.hit(
+        merchant_id=client.merchant_id, store_id=client.store_id, claim=claim
+    )
+    return Principal(
         caller_type=CallerType.API_CLIENT,
         caller_id=client.id,
         client_partner_id=client.client_partner_id,
         merchant_id=client.merchant_id,
         store_id=client.store_id,
     )
-    request.state.rate_limit = await container.rate_limiter.hit(
-        merchant_id=client.merchant_id, store_id=client.store_id
-    )
-    return principal
 
 
 async def _authenticate_token(request: Request, token: str) -> Principal:

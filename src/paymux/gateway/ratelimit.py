@@ -9,6 +9,10 @@ A request is counted against all its limits at once, or against none: one that a
 up the others. The counters are `limits`' sliding window counter (the previous window's count, weighted by how
 much of it still overlaps, plus the current one). In process they are `limits`' own; on Redis one script checks
 and counts every limit of a request in one round trip, where `limits` takes two per limit.
+
+A signed state-changing request's signature is claimed by the same call (see `paymux.gateway.replay`), after its
+limits allow it and before they count it: a replay counts against nothing. Unlike the quotas, the claim fails
+closed: when Redis cannot be reached such a request gets 503.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
-from paymux.core.errors import TooManyRequests
+from paymux.auth.errors import SignatureReplayed
+from paymux.core.errors import ServiceUnavailable, TooManyRequests
+from paymux.gateway.replay import REDIS_PREFIX, MemoryReplayGuard, SignatureClaim
 
 log = structlog.get_logger(__name__)
 
@@ -64,16 +70,35 @@ class Counted:
     state: LimitState
 
 
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """What the counters answered for one request: each limit's answer, and whether its signature was fresh
+    (always true for a request without a claim, or one that a limit refused before the claim was made)."""
+
+    counted: list[Counted]
+    fresh: bool
+
+
 class Counters(Protocol):
-    async def count(self, limits: Sequence[tuple[str, str, RateLimitItem]]) -> list[Counted]:
-        """Check (kind, identifier, item) limits; count the request against all of them if all allow it."""
+    async def count(
+        self, limits: Sequence[tuple[str, str, RateLimitItem]], claim: SignatureClaim | None = None
+    ) -> Tally:
+        """Check (kind, identifier, item) limits; if all allow the request, claim its signature, and if that is
+        fresh, count the request against all of them."""
         ...
 
     async def reset(self) -> None: ...
 
 
 class RateLimiter:
-    def __init__(self, limits: RateLimits, *, redis: aioredis.Redis | None, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        limits: RateLimits,
+        *,
+        redis: aioredis.Redis | None,
+        enabled: bool = True,
+        replay_prefix: str = REDIS_PREFIX,
+    ) -> None:
         self.enabled = enabled
         self._items: dict[str, RateLimitItem] = {
             "merchant": parse(limits.merchant),
@@ -81,7 +106,9 @@ class RateLimiter:
             "ip": parse(limits.ip),
             "global": parse(limits.global_),
         }
-        self._counters: Counters = RedisCounters(redis) if redis is not None else MemoryCounters()
+        self._counters: Counters = (
+            RedisCounters(redis, replay_prefix) if redis is not None else MemoryCounters(MemoryReplayGuard())
+        )
 
     async def hit(
         self,
@@ -90,29 +117,40 @@ class RateLimiter:
         merchant_id: int | None = None,
         store_id: int | None = None,
         count_global: bool = True,
+        claim: SignatureClaim | None = None,
     ) -> LimitState | None:
         """Count one request against each applicable limit; raises `TooManyRequests` when one is exhausted.
 
         A request counted in two steps (its IP before its credentials are checked, its merchant after) passes
-        `count_global=False` on the second step, so it counts once against the global limit.
+        `count_global=False` on the second step, so it counts once against the global limit. With `claim`, the
+        request's signature is claimed too, even when limits are disabled: `SignatureReplayed` when it was used
+        before, `ServiceUnavailable` when that cannot be known.
         """
-        if not self.enabled:
-            return None
-        keys: list[tuple[str, str]] = [("global", "all")] if count_global else []
-        if merchant_id is not None:
-            keys.append(("merchant", str(merchant_id)))
-        if store_id is not None:
-            keys.append(("store", str(store_id)))
-        if ip is not None:
-            keys.append(("ip", ip))
-        if not keys:
+        keys: list[tuple[str, str]] = []
+        if self.enabled:
+            keys = [("global", "all")] if count_global else []
+            if merchant_id is not None:
+                keys.append(("merchant", str(merchant_id)))
+            if store_id is not None:
+                keys.append(("store", str(store_id)))
+            if ip is not None:
+                keys.append(("ip", ip))
+        if not keys and claim is None:
             return None
         try:
-            counted = await self._counters.count([(kind, name, self._items[kind]) for kind, name in keys])
-        except Exception as exc:  # fail open: the storage broke, not the caller
-            log.error("rate limit storage unavailable; allowing the request", error=str(exc))
+            tally = await self._counters.count(
+                [(kind, name, self._items[kind]) for kind, name in keys], claim
+            )
+        except Exception as exc:
+            if claim is not None:
+                log.error("replay guard unavailable", error=str(exc))
+                raise ServiceUnavailable(
+                    "Request signatures cannot be checked right now; retry shortly.",
+                    headers={"Retry-After": "1"},
+                ) from exc
+            log.error("rate limit storage unavailable; allowing the request", error=str(exc))  # fail open
             return None
-        refused = next((answer for answer in counted if not answer.allowed), None)
+        refused = next((answer for answer in tally.counted if not answer.allowed), None)
         if refused is not None:
             state = refused.state
             retry_after = max(1, math.ceil(state.reset_at - time.time()))
@@ -121,7 +159,13 @@ class RateLimiter:
                 headers={**state.headers(), "X-RateLimit-Remaining": "0", "Retry-After": str(retry_after)},
                 limit=refused.kind,
             )
-        return min((answer.state for answer in counted), key=lambda state: state.remaining)
+        if not tally.fresh:
+            raise SignatureReplayed(
+                "Sign each request anew; only a retry with the same Idempotency-Key may repeat one."
+            )
+        return min(
+            (answer.state for answer in tally.counted), key=lambda state: state.remaining, default=None
+        )
 
     async def reset(self) -> None:
         await self._counters.reset()
@@ -152,15 +196,21 @@ def window_state(
 
 
 class MemoryCounters:
-    """This process's counters: `limits`' sliding window counter in memory."""
+    """This process's counters: `limits`' sliding window counter in memory, and this process's replay guard."""
 
-    def __init__(self) -> None:
+    def __init__(self, replay: MemoryReplayGuard) -> None:
         self._storage = MemoryStorage()
         self._limiter = SlidingWindowCounterRateLimiter(self._storage)
+        self._replay = replay
 
-    async def count(self, limits: Sequence[tuple[str, str, RateLimitItem]]) -> list[Counted]:
+    async def count(
+        self, limits: Sequence[tuple[str, str, RateLimitItem]], claim: SignatureClaim | None = None
+    ) -> Tally:
         allowed = [await self._limiter.test(item, kind, name) for kind, name, item in limits]
-        if all(allowed):
+        fresh = True
+        if all(allowed) and claim is not None:
+            fresh = await self._replay.claim(claim.signature_key, claim.idempotency_key, claim.ttl_seconds)
+        if all(allowed) and fresh:
             for kind, name, item in limits:
                 await self._limiter.hit(item, kind, name)
         answers = []
@@ -170,20 +220,23 @@ class MemoryCounters:
                 limit=item.amount, remaining=max(stats.remaining, 0), reset_at=stats.reset_time
             )
             answers.append(Counted(kind, item, fits, state))
-        return answers
+        return Tally(answers, fresh)
 
     async def reset(self) -> None:
         await self._storage.reset()
 
 
-# KEYS: the previous and the current window of each limit, in pairs. ARGV: for each limit its amount and its
-# window in seconds. The windows roll as `limits`' acquire_sliding_window.lua rolls them; the request is counted
-# only if every limit allows it. Returns, per limit: allowed (0/1), previous count, previous TTL (ms), current
-# count, current TTL (ms), as the windows stand after the request.
+# KEYS: the previous and the current window of each limit, in pairs, then the signature's key when the request
+# claims one (an odd number of keys). ARGV: for each limit its amount and its window in seconds, then the claim's
+# Idempotency-Key ('' for none) and its TTL in seconds. The windows roll as `limits`' acquire_sliding_window.lua
+# rolls them. The signature is claimed only if every limit allows the request, and the request is counted only
+# if the signature was fresh. Returns {replayed (0/1), per limit {allowed (0/1), previous count, previous TTL (ms),
+# current count, current TTL (ms)}}, the windows as they stand after the request.
 _COUNT_SCRIPT = """
+local limits = math.floor(#KEYS / 2)
 local results = {}
 local all_allowed = true
-for i = 1, #KEYS / 2 do
+for i = 1, limits do
     local previous_key, current_key = KEYS[2 * i - 1], KEYS[2 * i]
     local limit = tonumber(ARGV[2 * i - 1])
     local expiry = tonumber(ARGV[2 * i]) * 1000
@@ -200,8 +253,19 @@ for i = 1, #KEYS / 2 do
     all_allowed = all_allowed and allowed
     results[i] = {allowed and 1 or 0, previous_count, previous_ttl, current_count, current_ttl}
 end
-if all_allowed then
-    for i = 1, #KEYS / 2 do
+local replayed = 0
+if all_allowed and #KEYS % 2 == 1 then
+    -- A signature is fresh when it is new, or comes back with the (non-empty) Idempotency-Key it was first used
+    -- with; a refused one leaves the first use's entry as it was.
+    local signature_key, idempotency_key = KEYS[#KEYS], ARGV[2 * limits + 1]
+    if not redis.call('set', signature_key, idempotency_key, 'NX', 'EX', tonumber(ARGV[2 * limits + 2])) then
+        if idempotency_key == '' or redis.call('get', signature_key) ~= idempotency_key then
+            replayed = 1
+        end
+    end
+end
+if all_allowed and replayed == 0 then
+    for i = 1, limits do
         local current_key = KEYS[2 * i]
         local expiry = tonumber(ARGV[2 * i]) * 1000
         if redis.call('exists', current_key) == 1 then
@@ -213,34 +277,41 @@ if all_allowed then
         end
     end
 end
-return results
+return {replayed, results}
 """
 
 
 class RedisCounters:
-    """Counters shared by every process, all of a request's limits checked and counted in one round trip."""
+    """Counters shared by every process: all of a request's limits checked and counted, and its signature claimed,
+    in one round trip."""
 
     PREFIX = "paymux-limits:"
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, replay_prefix: str = REDIS_PREFIX) -> None:
         self._redis = client
         self._script = client.register_script(_COUNT_SCRIPT)
+        self._replay_prefix = replay_prefix
 
-    async def count(self, limits: Sequence[tuple[str, str, RateLimitItem]]) -> list[Counted]:
+    async def count(
+        self, limits: Sequence[tuple[str, str, RateLimitItem]], claim: SignatureClaim | None = None
+    ) -> Tally:
         keys: list[str] = []
-        arguments: list[int] = []
+        arguments: list[int | str] = []
         for kind, name, item in limits:
             # One hash tag per limit keeps its two windows on one node of a Redis Cluster.
             window = f"{self.PREFIX}{{{item.key_for(kind, name)}}}"
             keys += [f"{window}:previous", f"{window}:current"]
             arguments += [item.amount, item.get_expiry()]
-        rows = await self._script(keys=keys, args=arguments)
+        if claim is not None:
+            keys.append(self._replay_prefix + claim.signature_key)
+            arguments += [claim.idempotency_key or "", claim.ttl_seconds]
+        replayed, rows = await self._script(keys=keys, args=arguments)
         answers = []
         for (kind, _, item), row in zip(limits, rows, strict=True):
             allowed, previous_count, previous_ttl, current_count, current_ttl = (int(value) for value in row)
             state = window_state(item, previous_count, previous_ttl / 1000, current_count, current_ttl / 1000)
             answers.append(Counted(kind, item, bool(allowed), state))
-        return answers
+        return Tally(answers, fresh=not replayed)
 
     async def reset(self) -> None:
         async for key in self._redis.scan_iter(match=f"{self.PREFIX}*"):
