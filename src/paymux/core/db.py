@@ -362,6 +362,24 @@ class Database:
         async with self._read_sessions() as session:
             yield session
 
+    @asynccontextmanager
+    async def at_once(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for a use case whose whole effect is one statement: on PostgreSQL that statement is its
+        own transaction, with no BEGIN and COMMIT round trips around it; on SQLite the block is one transaction.
+
+        Each statement sent on it commits by itself on PostgreSQL, so a block sends one write. Inside an
+        `enclosing_unit_of_work` it runs in a savepoint of that one: it commits or rolls back with it, and a
+        statement refused here (say by a unique constraint) leaves that one usable.
+        """
+        enclosing = self._enclosing.get()
+        if enclosing is not None:
+            async with enclosing.begin_nested():
+                yield await enclosing.connection()
+            return
+        # A connection, not a session: nothing here needs the ORM's session, and these are hot paths.
+        async with self.engine.begin() if self.is_sqlite else self._autocommit.connect() as connection:
+            yield connection
+
     async def insert_at_once(self, *rows: Base) -> bool:
         """Insert new rows (as `insert_new`) in a transaction of their own; False, with nothing written, when a
         constraint refuses any of them.
@@ -370,8 +388,7 @@ class Database:
         round trips around it. For a use case whose whole effect is new rows, written after its reads.
         """
         try:
-            # A connection, not a session: nothing here needs the ORM's session, and this is a hot path.
-            async with self.engine.begin() if self.is_sqlite else self._autocommit.connect() as connection:
+            async with self.at_once() as connection:
                 await _insert_rows(connection, rows)
         except IntegrityError:
             return False

@@ -32,7 +32,7 @@ from typing import Any, cast
 from fastapi import Request, Response
 from pydantic import BaseModel
 from sqlalchemy import Table, bindparam, delete, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from paymux.core.clock import Clock
 from paymux.core.crypto import EnvelopeCipher
@@ -109,7 +109,13 @@ class IdempotencyStore:
         )
 
     async def begin(self, request: KeyedRequest) -> StoredResponse | None:
-        """Claim the key for this request in a transaction of its own, or return the response it already has."""
+        """Claim the key for this request in a transaction of its own, or return the response it already has.
+
+        A new key, the usual case, is one INSERT that commits by itself; only a key seen before takes the
+        transaction that locks its row and decides (replay, conflict, in progress, or take over)."""
+        async with self.database.at_once() as connection:
+            if (await connection.execute(self._insert, self._claim_values(request))).scalar_one_or_none():
+                return None
         async with self.database.unit_of_work() as session:
             return await self.claim(session, request)
 
@@ -149,13 +155,18 @@ class IdempotencyStore:
         return None
 
     async def complete(self, owner: str, key: str, response: StoredResponse) -> None:
-        async with self.database.unit_of_work() as session:
-            await self.save(session, owner, key, response)
+        """Store the response of a claimed key: one UPDATE, committed by itself."""
+        async with self.database.at_once() as connection:
+            await self._save(connection, owner, key, response)
 
     async def save(self, session: AsyncSession, owner: str, key: str, response: StoredResponse) -> None:
         """Store the response of a claimed key, in the caller's transaction."""
+        await self._save(await session.connection(), owner, key, response)
+
+    async def _save(
+        self, connection: AsyncConnection, owner: str, key: str, response: StoredResponse
+    ) -> None:
         sealed = self._cipher.seal(response.body, context=self._context(owner, key))
-        connection = await session.connection()
         await connection.execute(
             _SAVE, {"owner_": owner, "key_": key, "response_status": response.status, "response_body": sealed}
         )
@@ -163,8 +174,8 @@ class IdempotencyStore:
     async def record_outcome(self, request: KeyedRequest, response: StoredResponse) -> None:
         """Store the answer of an atomic request whose transaction rolled back (a 4xx), unless the key was taken
         meanwhile: a duplicate that waited on it ran after the rollback, and its answer is the one kept."""
-        async with self.database.unit_of_work() as session:
-            await (await session.connection()).execute(self._insert, self._answered_values(request, response))
+        async with self.database.at_once() as connection:
+            await connection.execute(self._insert, self._answered_values(request, response))
 
     def answered(self, request: KeyedRequest, response: StoredResponse) -> IdempotencyRecord:
         """A new key with its answer already stored, for a use case that writes its rows and the key together."""
@@ -198,12 +209,10 @@ class IdempotencyStore:
         return f"idempotency:{owner}:{key}"
 
     async def release(self, owner: str, key: str) -> None:
-        async with self.database.unit_of_work() as session:
-            await session.execute(
-                delete(IdempotencyRecord).where(
-                    IdempotencyRecord.owner == owner,
-                    IdempotencyRecord.key == key,
-                    IdempotencyRecord.response_status.is_(None),
+        async with self.database.at_once() as connection:
+            await connection.execute(
+                delete(_TABLE).where(
+                    _TABLE.c.owner == owner, _TABLE.c.key == key, _TABLE.c.response_status.is_(None)
                 )
             )
 

@@ -11,9 +11,10 @@ by the worker.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import cast
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 
 from paymux.core.clock import Clock
 from paymux.core.db import Database, conflict_insert
@@ -29,6 +30,7 @@ from paymux.webhooks.models import ProviderWebhookEvent
 log = structlog.get_logger(__name__)
 
 UNSIGNED_OPTION = "unsigned_webhooks"
+_EVENTS = cast(Table, ProviderWebhookEvent.__table__)
 
 
 class UnknownWebhookProvider(NotFound):
@@ -78,27 +80,29 @@ class InboundWebhookService:
             raise MalformedNotification(str(exc)) from exc
         if notification is None:
             return None
-        async with self._db.unit_of_work() as session:
+        async with self._db.reading() as session:
             intent = await session.get(PaymentIntent, notification.payment_intent_id)
             if intent is None or intent.provider_name != name:
                 raise NotFound(
                     f"No {name} payment {notification.payment_intent_id}.", code="payment_intent_not_found"
                 )
             config = await self._tenants.provider_config(session, intent.store_id, name)
-            if config is None:
-                raise NotFound(
-                    f"Store {intent.store_id} has no {name} configuration.", code="provider_not_configured"
-                )
-            secret = self._tenants.credentials(config).webhook_secret
-            if secret is not None:
-                if not provider.verify_notification(body, signature, secret):
-                    raise InvalidWebhookSignature(f"{provider.signature_header} does not match the body.")
-            elif (config.options or {}).get(UNSIGNED_OPTION) != "accept":
-                raise InvalidWebhookSignature(
-                    f"The store has no {name} webhook secret and does not accept unsigned notifications."
-                )
-            recorded = await session.execute(
-                conflict_insert(self._db.engine.dialect.name)(ProviderWebhookEvent)
+        if config is None:
+            raise NotFound(
+                f"Store {intent.store_id} has no {name} configuration.", code="provider_not_configured"
+            )
+        secret = self._tenants.credentials(config).webhook_secret
+        if secret is not None:
+            if not provider.verify_notification(body, signature, secret):
+                raise InvalidWebhookSignature(f"{provider.signature_header} does not match the body.")
+        elif (config.options or {}).get(UNSIGNED_OPTION) != "accept":
+            raise InvalidWebhookSignature(
+                f"The store has no {name} webhook secret and does not accept unsigned notifications."
+            )
+        # Recording it is the whole write: one INSERT that commits by itself.
+        async with self._db.at_once() as connection:
+            recorded = await connection.execute(
+                conflict_insert(self._db.engine.dialect.name)(_EVENTS)
                 .values(
                     id=new_id("pwh"),
                     provider=name,
@@ -109,12 +113,12 @@ class InboundWebhookService:
                     received_at=self._clock.now(),
                 )
                 .on_conflict_do_nothing()
-                .returning(ProviderWebhookEvent.id)
+                .returning(_EVENTS.c.id)
             )
             if recorded.scalar_one_or_none() is None:
                 log.info("duplicate provider notification ignored", provider=name, intent=intent.id)
                 return None
-            return intent.id
+        return intent.id
 
     async def returned(self, name: str, intent_id: str) -> PaymentIntent:
         """The provider sent the customer back: check the payment now rather than at the next poll."""
@@ -128,13 +132,10 @@ class InboundWebhookService:
     async def settle(self, intent_id: str) -> None:
         """The slow part, after the answer: check with the provider, then mark the notifications processed."""
         await self._payments.check_payment(intent_id)
-        async with self._db.unit_of_work() as session:
-            await session.execute(
-                update(ProviderWebhookEvent)
-                .where(
-                    ProviderWebhookEvent.payment_intent_id == intent_id,
-                    ProviderWebhookEvent.processed_at.is_(None),
-                )
+        async with self._db.at_once() as connection:
+            await connection.execute(
+                update(_EVENTS)
+                .where(_EVENTS.c.payment_intent_id == intent_id, _EVENTS.c.processed_at.is_(None))
                 .values(processed_at=self._clock.now())
             )
 
