@@ -5,7 +5,12 @@ from __future__ import annotations
 from paymux.container import Container
 from paymux.core.ids import new_id
 from paymux.payments.models import PaymentIntent
-from paymux.providers.base import PaymentReference, ProviderRefundStatus, RefundRequest
+from paymux.providers.base import (
+    PaymentReference,
+    ProviderCredentials,
+    ProviderRefundStatus,
+    RefundRequest,
+)
 from tests.support import ServerClient
 
 
@@ -36,7 +41,7 @@ async def check_refund_status_lookups(
     assert never.status is unknown_refund
 
 
-async def _config(container: Container, store_id: int, provider_name: str) -> object:
+async def _config(container: Container, store_id: int, provider_name: str) -> ProviderCredentials:
     async with container.db.reading() as session:
         config = await container.tenants.provider_config(session, store_id, provider_name)
     assert config is not None

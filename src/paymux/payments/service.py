@@ -71,8 +71,8 @@ from paymux.providers.base import (
     RefundRequest,
 )
 from paymux.providers.registry import ProviderRegistry
-from paymux.tenants.models import StoreProviderConfig
 from paymux.tenants.payable import PayableStore
+from paymux.tenants.provider_configs import ProviderConfig
 from paymux.tenants.service import TenantService
 
 log = structlog.get_logger(__name__)
@@ -970,7 +970,7 @@ class PaymentService:
 
     async def _select_provider(
         self, session: AsyncSession, intent: PaymentIntent, requested: str | None
-    ) -> tuple[PaymentProvider, StoreProviderConfig]:
+    ) -> tuple[PaymentProvider, ProviderConfig]:
         method = PaymentMethodType(intent.payment_method_type)
         name = requested or intent.provider_name
         configs = await self._tenants.active_provider_configs(session, intent.store_id)

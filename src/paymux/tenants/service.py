@@ -31,6 +31,7 @@ from paymux.tenants.errors import (
 )
 from paymux.tenants.models import ClientPartner, Merchant, Store, StoreProviderConfig
 from paymux.tenants.payable import PayableStore, PayableStores
+from paymux.tenants.provider_configs import KeptProviderConfigs, ProviderConfig
 from paymux.tenants.schemas import (
     MerchantSync,
     MerchantSyncRequest,
@@ -83,6 +84,7 @@ class TenantService:
         self._providers = providers
         self._api_clients = api_clients
         self._payable_stores = payable_stores
+        self._provider_configs = KeptProviderConfigs(clock)
 
     # ------------------------------------------------------------------ config sync (seed 004)
 
@@ -124,7 +126,7 @@ class TenantService:
                     "provider_configs": sorted(requested_codes),
                 },
             )
-        self._payable_stores.forget_all()  # after the commit, so no create caches the old state again
+        self._forget_kept()
         return MerchantSyncResult(
             synced_merchants=len(request.merchants),
             synced_stores=sum(len(merchant.stores) for merchant in request.merchants),
@@ -246,6 +248,11 @@ class TenantService:
         await session.flush()
         return config
 
+    def _forget_kept(self) -> None:
+        """After a commit that may change stores or provider configs, so no reader keeps the old state again."""
+        self._payable_stores.forget_all()
+        self._provider_configs.forget_all()
+
     @staticmethod
     def _context(store_id: int, provider_code: str, part: str) -> str:
         return f"store_provider_config:{store_id}:{provider_code}:{part}"
@@ -353,13 +360,11 @@ class TenantService:
             raise MerchantNotFound(f"No merchant {merchant_id} in this client's scope.")
         return merchant
 
-    async def active_provider_configs(
-        self, session: AsyncSession, store_id: int
-    ) -> list[StoreProviderConfig]:
-        statement = select(StoreProviderConfig).where(
-            StoreProviderConfig.store_id == store_id, StoreProviderConfig.is_active.is_(True)
-        )
-        return list((await session.execute(statement.order_by(StoreProviderConfig.provider_code))).scalars())
+    async def active_provider_configs(self, session: AsyncSession, store_id: int) -> list[ProviderConfig]:
+        """The store's active provider configs, by provider code (kept for a few seconds: see provider_configs)."""
+        return [
+            config for config in await self._provider_configs.of_store(session, store_id) if config.is_active
+        ]
 
     async def active_configs_of(self, provider_codes: Sequence[str]) -> list[StoreProviderConfig]:
         """Every active store config of these providers (back-office jobs such as the daily reconciliation)."""
@@ -373,14 +378,12 @@ class TenantService:
 
     async def provider_config(
         self, session: AsyncSession, store_id: int, provider_code: str
-    ) -> StoreProviderConfig | None:
+    ) -> ProviderConfig | None:
         """A store's config for one provider, active or not (a payment started under it still needs it)."""
-        statement = select(StoreProviderConfig).where(
-            StoreProviderConfig.store_id == store_id, StoreProviderConfig.provider_code == provider_code
-        )
-        return (await session.execute(statement)).scalar_one_or_none()
+        configs = await self._provider_configs.of_store(session, store_id)
+        return next((config for config in configs if config.provider_code == provider_code), None)
 
-    def credentials(self, config: StoreProviderConfig) -> ProviderCredentials:
+    def credentials(self, config: StoreProviderConfig | ProviderConfig) -> ProviderCredentials:
         """Decrypt a config's credentials for one provider call."""
         values = self._cipher.open_json(
             config.credentials_sealed,
@@ -440,6 +443,7 @@ class TenantService:
                 AuditObject("store", str(store.id), store.client_partner_id, store.merchant_id, store.id),
                 details={"provider_code": config.provider_code, "is_active": config.is_active},
             )
+        self._forget_kept()
 
     # ------------------------------------------------------------------ bootstrap (CLI)
 
@@ -530,13 +534,15 @@ class TenantService:
                     AuditObject("api_client", client_id, partner.id, merchant.id),
                     details={"name": client_name},
                 )
-            return BootstrapResult(
+            result = BootstrapResult(
                 client_partner_id=partner.id,
                 merchant_id=merchant.id,
                 store_id=store.id,
                 client_id=client_id,
                 client_secret=secret,
             )
+        self._forget_kept()
+        return result
 
     async def create_client(
         self,
