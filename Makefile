@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck unit venv dev-venv clean bench bench-quick bench-soak
+.PHONY: run test lint typecheck unit venv dev-venv clean bench bench-quick bench-soak bench-interleaved
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "paymux needs Python 3.11 or newer (set PYTHON=python3.11)")'
@@ -59,6 +59,7 @@ unit: dev-venv
 # The benchmarks need PostgreSQL and Redis (PAYMUX_BENCH_DATABASE_URL, PAYMUX_BENCH_REDIS_URL; defaults: database
 # paymux_bench on 127.0.0.1, Redis db 12) and Node.js for the load generator. See docs/benchmarks.md.
 ## bench: the full benchmark suite (about 10 minutes); bench-quick: about a minute; bench-soak: 10 minutes at 50%
+## bench-interleaved: create PaymentIntent and the baseline measured in turns, both layouts (about 5 minutes)
 bench: dev-venv
 	$(BIN)/python bench/suite.py
 
@@ -67,6 +68,9 @@ bench-quick: dev-venv
 
 bench-soak: dev-venv
 	$(BIN)/python bench/suite.py --soak
+
+bench-interleaved: dev-venv
+	$(BIN)/python bench/suite.py --interleaved
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -4,6 +4,7 @@ generator on the same machine, every figure next to a baseline measured in the s
     .venv/bin/python bench/suite.py            # the full suite (make bench)
     .venv/bin/python bench/suite.py --quick    # about a minute (make bench-quick)
     .venv/bin/python bench/suite.py --soak     # 10 minutes at half of measured capacity (make bench-soak)
+    .venv/bin/python bench/suite.py --interleaved   # create against the baseline, in turns (make bench-interleaved)
 
 The baseline is bench/baseline.py: the same framework inserting one row with one commit per request, served
 with the same number of processes, once before paymux's scenarios and once after; ratios are to the mean of the
@@ -34,6 +35,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -109,6 +111,10 @@ class Tenant:
     client_id: str
     secret: str
     store_id: int
+
+    def signing(self, api: str) -> dict[str, Any]:
+        """What the load generator needs to sign this merchant's requests to paymux at `api`."""
+        return {"base": api, "client_id": self.client_id, "secret": self.secret, "store_id": self.store_id}
 
 
 class Bench:
@@ -350,12 +356,7 @@ def http_scenarios(bench: Bench, layout: tuple[int, int], seconds: float) -> lis
     receiver_port = free_port()
     with bench.paymux(api_n, worker_n) as api:
         tenant = bench.tenant(bench.sandbox, f"http://127.0.0.1:{receiver_port}/")
-        common = {
-            "base": api,
-            "client_id": tenant.client_id,
-            "secret": tenant.secret,
-            "store_id": tenant.store_id,
-        }
+        common = tenant.signing(api)
         create = load(
             {**common, "scenario": "create", "mode": "closed", "connections": 32, "seconds": seconds}
         )
@@ -406,17 +407,60 @@ def in_process(script: str, args: list[str]) -> dict[str, Any]:
     return result
 
 
+def interleaved(bench: Bench, layout: tuple[int, int], rounds: int, seconds: float) -> dict[str, Any]:
+    """Create PaymentIntent at saturation against the baseline, measured in turns: baseline, create, baseline,
+    create, ..., baseline, with both servers up throughout (each idles while the other is measured). Each create
+    is divided by the mean of the two baselines around it. The machine's speed moves by tens of percent within
+    minutes; measured this way a drift shows in the baselines next to each create instead of in its ratio."""
+    api_n, worker_n = layout
+    bench.reset()
+    with bench.paymux(api_n, worker_n) as api, bench.baseline(api_n) as base:
+        tenant = bench.tenant(bench.sandbox, None)
+        saturation = {"mode": "closed", "connections": 32, "seconds": seconds}
+        create = {**tenant.signing(api), "scenario": "create", **saturation}
+        baseline = {"base": base, "scenario": "baseline", **saturation}
+        load({**create, "seconds": 3})  # warm both up: connections, prepared statements, caches
+        load({**baseline, "seconds": 3})
+        baselines = [load(baseline)]
+        creates = []
+        for _ in range(rounds):
+            creates.append(load(create))
+            baselines.append(load(baseline))
+    ratios = [
+        created["throughput"] / ((baselines[turn]["throughput"] + baselines[turn + 1]["throughput"]) / 2)
+        for turn, created in enumerate(creates)
+    ]
+    errors = sum(sum(result["errors"].values()) for result in [*creates, *baselines])
+    return {
+        "layout": f"{api_n} API + {worker_n} worker",
+        "rounds": rounds,
+        "seconds": seconds,
+        "baseline_per_s": [round(result["throughput"], 1) for result in baselines],
+        "create_per_s": [round(result["throughput"], 1) for result in creates],
+        "create_p99_ms": [result["latency_ms"]["p99"] for result in creates],
+        "ratios": [round(ratio, 3) for ratio in ratios],
+        "median_ratio": round(statistics.median(ratios), 3),
+        "errors": errors,
+    }
+
+
+def print_interleaved(result: dict[str, Any]) -> None:
+    print(f"{result['layout']}: {result['rounds']} rounds of {result['seconds']:g} s")
+    print(f"{'round':>5} {'baseline before':>16} {'create':>8} {'baseline after':>15} {'x base':>7}")
+    baselines = result["baseline_per_s"]
+    for turn, (created, ratio) in enumerate(zip(result["create_per_s"], result["ratios"], strict=True)):
+        print(
+            f"{turn + 1:>5} {baselines[turn]:>16.1f} {created:>8.1f} {baselines[turn + 1]:>15.1f} {ratio:>7.2f}"
+        )
+    print(f"median ratio {result['median_ratio']:.2f}, errors {result['errors']}")
+
+
 def soak(bench: Bench, minutes: float) -> dict[str, Any]:
     """Half of measured create capacity for `minutes`; RSS and connection counts sampled every 10 s."""
     bench.reset()
     with bench.paymux(1, 1) as api:
         tenant = bench.tenant(bench.sandbox, None)
-        common = {
-            "base": api,
-            "client_id": tenant.client_id,
-            "secret": tenant.secret,
-            "store_id": tenant.store_id,
-        }
+        common = tenant.signing(api)
         capacity = load({**common, "scenario": "create", "mode": "closed", "connections": 32, "seconds": 10})
         rate = max(1, round(capacity["throughput"] / 2))
         config = {**common, "scenario": "create", "mode": "open", "connections": 64, "rate": rate,
@@ -459,6 +503,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="about a minute: 5 s per scenario, 1 + 1 only")
     parser.add_argument("--soak", action="store_true", help="only the soak: 10 minutes at 50%% of capacity")
     parser.add_argument("--soak-minutes", type=float, default=10.0)
+    parser.add_argument(
+        "--interleaved",
+        action="store_true",
+        help="only create against the baseline, in turns, in both layouts",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of --interleaved (default 5)")
     parser.add_argument("--seconds", type=float, default=None, help="seconds per HTTP scenario (default 20)")
     parser.add_argument(
         "--database-url", default=os.environ.get("PAYMUX_BENCH_DATABASE_URL", DEFAULT_DATABASE)
@@ -475,7 +525,13 @@ def main() -> None:
         "started_at": stamp,
         "mode": "quick" if args.quick else "full",
     }
-    if args.soak:
+    if args.interleaved:
+        out["mode"] = "interleaved"
+        seconds = args.seconds or 10.0
+        out["interleaved"] = [interleaved(bench, layout, args.rounds, seconds) for layout in [(1, 1), (2, 2)]]
+        for result in out["interleaved"]:
+            print_interleaved(result)
+    elif args.soak:
         out["mode"] = "soak"
         out["soak"] = soak(bench, args.soak_minutes)
         print(json.dumps({key: value for key, value in out["soak"].items() if key != "samples"}, indent=2))
