@@ -288,6 +288,8 @@ class World:
 
     async def paid(self, amount: int) -> str:
         intent = await self.confirm(amount)
+        # The customer can only approve a payment the provider took; anything else is told here, with its reason.
+        assert intent["status"] == "requires_action", intent
         await self.customer(intent["id"], "COMPLETED")
         await self.until(intent["id"], "succeeded")
         return str(intent["id"])
