@@ -377,10 +377,7 @@ class PaymentService:
     ) -> PaymentIntent:
         """Apply a provider's answer to a pending payment attempt (from confirm, a webhook or a status check)."""
         async with self._db.unit_of_work() as session:
-            intent = await session.get(PaymentIntent, intent_id, with_for_update=True)
-            attempt = await session.get(Transaction, attempt_id, with_for_update=True)
-            if intent is None or attempt is None:
-                raise PaymentIntentNotFound(f"No payment intent {intent_id}.")
+            intent, attempt = await self._locked_attempt(session, intent_id, attempt_id)
             if attempt.status != TransactionStatus.PENDING.value:
                 return intent  # already resolved by another path
             if (result.amount, result.currency) != (intent.amount, intent.currency):
@@ -462,6 +459,43 @@ class PaymentService:
         )
         return (await session.execute(statement.limit(1))).scalar_one_or_none()
 
+    async def _with_pending_attempt(
+        self, session: AsyncSession, intent_id: str
+    ) -> tuple[PaymentIntent | None, Transaction | None]:
+        """The intent and its pending payment attempt, if any, in one round trip."""
+        statement = (
+            select(PaymentIntent, Transaction)
+            .outerjoin(
+                Transaction,
+                and_(
+                    Transaction.payment_intent_id == PaymentIntent.id,
+                    Transaction.type == TransactionType.PAYMENT.value,
+                    Transaction.status == TransactionStatus.PENDING.value,
+                ),
+            )
+            .where(PaymentIntent.id == intent_id)
+            .limit(1)
+        )
+        row = (await session.execute(statement)).one_or_none()
+        return (None, None) if row is None else (row[0], row[1])
+
+    @staticmethod
+    async def _locked_attempt(
+        session: AsyncSession, intent_id: str, attempt_id: str
+    ) -> tuple[PaymentIntent, Transaction]:
+        """The intent and one of its attempts, both locked, in one round trip. PostgreSQL locks a join's rows
+        in the order of its FROM list, so the intent before the attempt, as every other path takes them."""
+        statement = (
+            select(PaymentIntent, Transaction)
+            .join(Transaction, Transaction.payment_intent_id == PaymentIntent.id)
+            .where(PaymentIntent.id == intent_id, Transaction.id == attempt_id)
+            .with_for_update()
+        )
+        row = (await session.execute(statement)).one_or_none()
+        if row is None:
+            raise PaymentIntentNotFound(f"No payment intent {intent_id} with attempt {attempt_id}.")
+        return row[0], row[1]
+
     # ------------------------------------------------------------------ status checks (webhooks, polling)
 
     async def check_payment(self, intent_id: str) -> PaymentIntent | None:
@@ -471,8 +505,7 @@ class PaymentService:
         what is true.
         """
         async with self._db.reading() as session:
-            intent = await session.get(PaymentIntent, intent_id)
-            attempt = await self._pending_attempt(session, intent_id) if intent is not None else None
+            intent, attempt = await self._with_pending_attempt(session, intent_id)
             if intent is None or attempt is None or attempt.provider_name is None:
                 return intent
             try:

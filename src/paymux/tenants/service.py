@@ -279,8 +279,9 @@ class TenantService:
 
     async def fee_rule(self, session: AsyncSession, store_id: int, currency: str) -> FeeRule | None:
         """The store's fee rule for a currency; None when it charges no fee in that currency."""
-        store = await session.get(Store, store_id)
-        for rule in (store.fee_rules if store is not None else None) or []:
+        connection = await session.connection()  # one column, as Core: the Store object is not needed
+        rules = await connection.scalar(select(Store.fee_rules).where(Store.id == store_id))
+        for rule in rules or []:
             if rule.get("currency") == currency:
                 return FeeRule(
                     currency=currency,
