@@ -275,6 +275,27 @@ async def test_a_provider_timeout_is_resolved_by_polling(
     assert (await world.intent(intent["id"]))["status"] == "succeeded"
 
 
+async def test_a_second_confirm_while_paypay_has_not_answered_the_first_is_refused(
+    world: PayPayWorld, clock: FrozenClock
+) -> None:
+    world.sandbox.timing = SandboxTiming(slow_seconds=2, timeout_seconds=3)
+    intent = await world.server.create_intent(world.tenant, amount=40092, payment_method_type="qr_mpm")
+    path = f"/v1/payment_intents/{intent['id']}/confirm"
+    first = asyncio.create_task(world.server.post(path))
+    for _ in range(400):  # until PayPay has the first request, and holds its answer
+        if intent["id"] in world.sandbox.payments:
+            break
+        await asyncio.sleep(0.005)
+    clock.advance(timedelta(seconds=1))  # a request signed anew, not a replay of the first
+    second = await world.server.post(path)
+    assert second.status_code == 409, second.text
+    assert second.json()["code"] == "confirmation_in_progress"
+    answered = await first
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["status"] == "requires_action"
+    assert len(world.sandbox.payments) == 1  # PayPay was asked once
+
+
 async def test_wrong_credentials_get_paypays_401_and_fail_the_intent(
     world: PayPayWorld, container: Container
 ) -> None:

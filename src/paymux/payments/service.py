@@ -298,7 +298,7 @@ class PaymentService:
     ) -> PaymentIntent:
         require(principal, Operation.PAYMENT_INTENTS_CONFIRM)
         async with self._db.unit_of_work() as session:
-            intent = await self._find(session, principal, intent_id, lock=True)
+            intent, pending_attempt_id = await self._find_to_confirm(session, principal, intent_id)
             if principal.payment_token_hash is not None:
                 await self._tokens.consume(session, principal.payment_token_hash)
             if ProcessingMode(intent.processing_mode) is not ProcessingMode.PGW_PROCESSED:
@@ -315,7 +315,7 @@ class PaymentService:
                 and not request.customer_code
             ):
                 raise CustomerCodeRequired("A qr_cpm payment is confirmed with the customer's scanned code.")
-            if await self._pending_attempt(session, intent.id) is not None:
+            if pending_attempt_id is not None:
                 raise ConfirmationInProgress(
                     "This intent's provider has not answered the first confirmation yet."
                 )
@@ -924,6 +924,30 @@ class PaymentService:
         if intent is None:
             raise PaymentIntentNotFound(f"No payment intent {intent_id} in this client's scope.")
         return intent
+
+    async def _find_to_confirm(
+        self, session: AsyncSession, principal: Principal, intent_id: str
+    ) -> tuple[PaymentIntent, str | None]:
+        """As `_find(lock=True)`, with the id of the intent's pending payment attempt (None when there is none)
+        read in the same round trip; only the intent is locked."""
+        if principal.payment_intent_id is not None and principal.payment_intent_id != intent_id:
+            raise PaymentIntentNotFound(f"No payment intent {intent_id} for this payment token.")
+        pending = and_(
+            Transaction.payment_intent_id == PaymentIntent.id,
+            Transaction.type == TransactionType.PAYMENT.value,
+            Transaction.status == TransactionStatus.PENDING.value,
+        )
+        scoped = principal.scope(select(PaymentIntent).where(PaymentIntent.id == intent_id), PaymentIntent)
+        statement = (
+            scoped.add_columns(Transaction.id)
+            .outerjoin(Transaction, pending)
+            .limit(1)
+            .with_for_update(of=PaymentIntent)
+        )
+        row = (await session.execute(statement)).one_or_none()
+        if row is None:
+            raise PaymentIntentNotFound(f"No payment intent {intent_id} in this client's scope.")
+        return row[0], row[1]
 
     def _require_transition(self, intent: PaymentIntent, target: PaymentStatus) -> None:
         current = PaymentStatus(intent.status)
