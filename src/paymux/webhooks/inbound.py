@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import cast
 
 import structlog
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, bindparam, select, update
 
 from paymux.core.clock import Clock
 from paymux.core.db import Database, conflict_insert
@@ -31,6 +31,11 @@ log = structlog.get_logger(__name__)
 
 UNSIGNED_OPTION = "unsigned_webhooks"
 _EVENTS = cast(Table, ProviderWebhookEvent.__table__)
+_INTENTS = cast(Table, PaymentIntent.__table__)
+# What a notification needs of its intent: whose provider it is, and whose store and merchant.
+_INTENT_OF_NOTIFICATION = select(
+    _INTENTS.c.id, _INTENTS.c.provider_name, _INTENTS.c.store_id, _INTENTS.c.merchant_id
+).where(_INTENTS.c.id == bindparam("intent_id"))
 
 
 class UnknownWebhookProvider(NotFound):
@@ -81,7 +86,11 @@ class InboundWebhookService:
         if notification is None:
             return None
         async with self._db.reading() as session:
-            intent = await session.get(PaymentIntent, notification.payment_intent_id)
+            connection = await session.connection()  # a Core statement: four columns, no PaymentIntent object
+            found = await connection.execute(
+                _INTENT_OF_NOTIFICATION, {"intent_id": notification.payment_intent_id}
+            )
+            intent = found.one_or_none()
             if intent is None or intent.provider_name != name:
                 raise NotFound(
                     f"No {name} payment {notification.payment_intent_id}.", code="payment_intent_not_found"
@@ -118,7 +127,7 @@ class InboundWebhookService:
             if recorded.scalar_one_or_none() is None:
                 log.info("duplicate provider notification ignored", provider=name, intent=intent.id)
                 return None
-        return intent.id
+        return str(intent.id)
 
     async def returned(self, name: str, intent_id: str) -> PaymentIntent:
         """The provider sent the customer back: check the payment now rather than at the next poll."""
