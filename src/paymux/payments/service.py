@@ -10,7 +10,7 @@ from typing import TypeVar, assert_never
 
 import structlog
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, SQLColumnExpression, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.audit.service import AuditAction, AuditLog, AuditObject
@@ -147,6 +147,15 @@ class IntentDraft:
     created: CreatedIntent
     rows: tuple[Base, ...]
     store: PayableStore
+
+
+def _pending_payment_of(intent_id: str | SQLColumnExpression[str]) -> ColumnElement[bool]:
+    """A payment attempt of the intent that its provider has not settled yet."""
+    return and_(
+        Transaction.payment_intent_id == intent_id,
+        Transaction.type == TransactionType.PAYMENT.value,
+        Transaction.status == TransactionStatus.PENDING.value,
+    )
 
 
 class PaymentService:
@@ -452,11 +461,7 @@ class PaymentService:
         attempt.updated_at = now
 
     async def _pending_attempt(self, session: AsyncSession, intent_id: str) -> Transaction | None:
-        statement = select(Transaction).where(
-            Transaction.payment_intent_id == intent_id,
-            Transaction.type == TransactionType.PAYMENT.value,
-            Transaction.status == TransactionStatus.PENDING.value,
-        )
+        statement = select(Transaction).where(_pending_payment_of(intent_id))
         return (await session.execute(statement.limit(1))).scalar_one_or_none()
 
     async def _with_pending_attempt(
@@ -465,14 +470,7 @@ class PaymentService:
         """The intent and its pending payment attempt, if any, in one round trip."""
         statement = (
             select(PaymentIntent, Transaction)
-            .outerjoin(
-                Transaction,
-                and_(
-                    Transaction.payment_intent_id == PaymentIntent.id,
-                    Transaction.type == TransactionType.PAYMENT.value,
-                    Transaction.status == TransactionStatus.PENDING.value,
-                ),
-            )
+            .outerjoin(Transaction, _pending_payment_of(PaymentIntent.id))
             .where(PaymentIntent.id == intent_id)
             .limit(1)
         )
@@ -932,15 +930,10 @@ class PaymentService:
         read in the same round trip; only the intent is locked."""
         if principal.payment_intent_id is not None and principal.payment_intent_id != intent_id:
             raise PaymentIntentNotFound(f"No payment intent {intent_id} for this payment token.")
-        pending = and_(
-            Transaction.payment_intent_id == PaymentIntent.id,
-            Transaction.type == TransactionType.PAYMENT.value,
-            Transaction.status == TransactionStatus.PENDING.value,
-        )
         scoped = principal.scope(select(PaymentIntent).where(PaymentIntent.id == intent_id), PaymentIntent)
         statement = (
             scoped.add_columns(Transaction.id)
-            .outerjoin(Transaction, pending)
+            .outerjoin(Transaction, _pending_payment_of(PaymentIntent.id))
             .limit(1)
             .with_for_update(of=PaymentIntent)
         )
