@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -295,6 +296,50 @@ async def test_a_slow_receiver_times_out_and_is_retried(
     assert delivery["status"] == "pending"
     assert delivery["attempts"][0]["status_code"] is None
     assert delivery["attempts"][0]["error"].startswith("timeout")
+
+
+async def test_two_workers_at_once_deliver_each_event_once(
+    container: Container, server: ServerClient, tenant: Tenant, receiver: Receiver, worker: Worker
+) -> None:
+    await register(server, receiver.url, events=["payment_intent.created"])
+    for _ in range(5):
+        await server.create_intent(tenant)
+    other = Worker(container, worker_id="other-worker", jitter=lambda: 0.5)
+    try:
+        await worker.dispatcher.relay()
+        attempts = await asyncio.gather(worker.dispatcher.dispatch(), other.dispatcher.dispatch())
+    finally:
+        await other.aclose()
+    assert sorted(attempts) == [0, 5]  # one leased the endpoint; the other found it taken, or nothing due
+    assert (
+        len({request.headers["webhook-id"] for request in receiver.received}) == len(receiver.received) == 5
+    )
+
+
+async def test_an_endpoint_leased_by_another_worker_waits_for_its_lease_to_lapse(
+    container: Container,
+    server: ServerClient,
+    tenant: Tenant,
+    receiver: Receiver,
+    worker: Worker,
+    clock: FrozenClock,
+) -> None:
+    endpoint = await register(server, receiver.url, events=["payment_intent.created"])
+    await server.create_intent(tenant)
+    await worker.dispatcher.relay()
+    async with container.db.unit_of_work() as session:
+        held = await session.get(WebhookEndpoint, endpoint["id"])
+        assert held is not None
+        held.lease_owner, held.lease_expires_at = "crashed-worker", clock.now() + timedelta(seconds=30)
+    assert await worker.dispatcher.dispatch() == 0
+    assert receiver.received == []
+    clock.advance(timedelta(seconds=31))  # the crashed worker's lease has lapsed
+    assert await worker.dispatcher.dispatch() == 1
+    assert len(receiver.received) == 1
+    async with container.db.reading() as session:
+        released = await session.get(WebhookEndpoint, endpoint["id"])
+    assert released is not None
+    assert released.lease_owner is None
 
 
 async def test_a_deleted_endpoint_gets_nothing_more(

@@ -175,35 +175,34 @@ class WebhookDispatcher:
         return sum(counts)
 
     async def _lease_endpoints(self) -> list[str]:
+        """Lease endpoints with due deliveries that nobody holds: chosen, locked and leased in one statement."""
         now = self._clock.now()
-        async with self._db.unit_of_work() as session:
-            due = (
-                select(WebhookDelivery.endpoint_id)
-                .where(
-                    WebhookDelivery.status == DeliveryStatus.PENDING.value,
-                    WebhookDelivery.next_attempt_at <= now,
-                )
-                .distinct()
-                .limit(self._endpoints_per_round * 4)
+        due = (
+            select(WebhookDelivery.endpoint_id)
+            .where(
+                WebhookDelivery.status == DeliveryStatus.PENDING.value,
+                WebhookDelivery.next_attempt_at <= now,
             )
-            endpoints = list(
-                (
-                    await session.execute(
-                        select(WebhookEndpoint)
-                        .where(
-                            WebhookEndpoint.id.in_(due),
-                            (WebhookEndpoint.lease_expires_at.is_(None))
-                            | (WebhookEndpoint.lease_expires_at < now),
-                        )
-                        .limit(self._endpoints_per_round)
-                        .with_for_update(skip_locked=True)
-                    )
-                ).scalars()
+            .distinct()
+            .limit(self._endpoints_per_round * 4)
+        )
+        free = (
+            select(WebhookEndpoint.id)
+            .where(
+                WebhookEndpoint.id.in_(due),
+                (WebhookEndpoint.lease_expires_at.is_(None)) | (WebhookEndpoint.lease_expires_at < now),
             )
-            for endpoint in endpoints:
-                endpoint.lease_owner = self.worker_id
-                endpoint.lease_expires_at = now + self._lease
-            return [endpoint.id for endpoint in endpoints]
+            .limit(self._endpoints_per_round)
+            .with_for_update(skip_locked=True)
+        )
+        async with self._db.at_once() as connection:
+            leased = await connection.execute(
+                update(WebhookEndpoint)
+                .where(WebhookEndpoint.id.in_(free.scalar_subquery()))
+                .values(lease_owner=self.worker_id, lease_expires_at=now + self._lease)
+                .returning(WebhookEndpoint.id)
+            )
+            return list(leased.scalars())
 
     async def _drain(self, endpoint_id: str) -> int:
         attempts = 0
@@ -349,8 +348,8 @@ class WebhookDispatcher:
             return True
 
     async def _release(self, endpoint_id: str) -> None:
-        async with self._db.unit_of_work() as session:
-            await session.execute(
+        async with self._db.at_once() as connection:
+            await connection.execute(
                 update(WebhookEndpoint)
                 .where(WebhookEndpoint.id == endpoint_id, WebhookEndpoint.lease_owner == self.worker_id)
                 .values(lease_owner=None, lease_expires_at=None)
