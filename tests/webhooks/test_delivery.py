@@ -41,6 +41,13 @@ async def register(server: ServerClient, url: str, events: list[str] | None = No
     return endpoint
 
 
+async def five_created_for(server: ServerClient, tenant: Tenant, receiver: Receiver) -> None:
+    """An endpoint at the receiver for payment_intent.created, and five intents created for it."""
+    await register(server, receiver.url, events=["payment_intent.created"])
+    for _ in range(5):
+        await server.create_intent(tenant)
+
+
 async def paid_intent(server: ServerClient, tenant: Tenant, amount: int = 1000) -> dict[str, Any]:
     intent = await server.create_intent(tenant, amount=amount)
     confirmed = await server.post(f"/v1/payment_intents/{intent['id']}/confirm")
@@ -301,9 +308,7 @@ async def test_a_slow_receiver_times_out_and_is_retried(
 async def test_two_workers_at_once_deliver_each_event_once(
     container: Container, server: ServerClient, tenant: Tenant, receiver: Receiver, worker: Worker
 ) -> None:
-    await register(server, receiver.url, events=["payment_intent.created"])
-    for _ in range(5):
-        await server.create_intent(tenant)
+    await five_created_for(server, tenant, receiver)
     other = Worker(container, worker_id="other-worker", jitter=lambda: 0.5)
     try:
         await worker.dispatcher.relay()
@@ -359,9 +364,7 @@ async def test_a_deleted_endpoint_gets_nothing_more(
 async def test_a_stopping_worker_finishes_in_flight_work_and_releases_its_leases(
     container: Container, server: ServerClient, tenant: Tenant, receiver: Receiver, worker: Worker
 ) -> None:
-    await register(server, receiver.url, events=["payment_intent.created"])
-    for _ in range(5):
-        await server.create_intent(tenant)
+    await five_created_for(server, tenant, receiver)
     stopped_after_first = False
 
     def reply_and_stop(_: Any) -> Reply:
