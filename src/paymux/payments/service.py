@@ -910,12 +910,17 @@ class PaymentService:
 
     # ------------------------------------------------------------------ internals
 
+    @staticmethod
+    def _intent_in_scope(principal: Principal, intent_id: str) -> Select[PaymentIntent]:
+        """The select of one intent, restricted to what the caller (or its payment token) may see."""
+        if principal.payment_intent_id is not None and principal.payment_intent_id != intent_id:
+            raise PaymentIntentNotFound(f"No payment intent {intent_id} for this payment token.")
+        return principal.scope(select(PaymentIntent).where(PaymentIntent.id == intent_id), PaymentIntent)
+
     async def _find(
         self, session: AsyncSession, principal: Principal, intent_id: str, *, lock: bool = False
     ) -> PaymentIntent:
-        if principal.payment_intent_id is not None and principal.payment_intent_id != intent_id:
-            raise PaymentIntentNotFound(f"No payment intent {intent_id} for this payment token.")
-        statement = principal.scope(select(PaymentIntent).where(PaymentIntent.id == intent_id), PaymentIntent)
+        statement = self._intent_in_scope(principal, intent_id)
         if lock:
             statement = statement.with_for_update()
         intent = (await session.execute(statement)).scalar_one_or_none()
@@ -928,11 +933,9 @@ class PaymentService:
     ) -> tuple[PaymentIntent, str | None]:
         """As `_find(lock=True)`, with the id of the intent's pending payment attempt (None when there is none)
         read in the same round trip; only the intent is locked."""
-        if principal.payment_intent_id is not None and principal.payment_intent_id != intent_id:
-            raise PaymentIntentNotFound(f"No payment intent {intent_id} for this payment token.")
-        scoped = principal.scope(select(PaymentIntent).where(PaymentIntent.id == intent_id), PaymentIntent)
         statement = (
-            scoped.add_columns(Transaction.id)
+            self._intent_in_scope(principal, intent_id)
+            .add_columns(Transaction.id)
             .outerjoin(Transaction, _pending_payment_of(PaymentIntent.id))
             .limit(1)
             .with_for_update(of=PaymentIntent)
