@@ -509,12 +509,19 @@ def main() -> None:
         help="only create against the baseline, in turns, in both layouts",
     )
     parser.add_argument("--rounds", type=int, default=5, help="rounds of --interleaved (default 5)")
-    parser.add_argument("--seconds", type=float, default=None, help="seconds per HTTP scenario (default 20)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="seconds per HTTP scenario (default 20; 5 with --quick, 10 with --interleaved)",
+    )
     parser.add_argument(
         "--database-url", default=os.environ.get("PAYMUX_BENCH_DATABASE_URL", DEFAULT_DATABASE)
     )
     parser.add_argument("--redis-url", default=os.environ.get("PAYMUX_BENCH_REDIS_URL", DEFAULT_REDIS))
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     logs = ROOT / "var" / "bench" / stamp
