@@ -6,7 +6,6 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from cachetools import TTLCache
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,7 +15,7 @@ from paymux.core.clock import Clock
 from paymux.core.crypto import EnvelopeCipher, sha256_hex
 from paymux.core.db import Database
 from paymux.core.ids import new_id
-from paymux.core.kept import kept_for
+from paymux.core.kept import Kept
 
 TOKEN_PREFIX = "tok_"  # noqa: S105 - an id prefix, not a secret
 SECRET_PREFIX = "sk_"  # noqa: S105 - an id prefix, not a secret
@@ -40,7 +39,7 @@ class ApiClientService:
         self._db = db
         self._cipher = cipher
         self._clock = clock
-        self._kept: TTLCache[str, VerifiedClient] = kept_for(CACHE_TTL, clock)
+        self._kept: Kept[str, VerifiedClient] = Kept(CACHE_TTL, clock)
 
     @staticmethod
     def _context(client_id: str) -> str:
@@ -85,17 +84,18 @@ class ApiClientService:
         kept = self._kept.get(client_id)
         if kept is not None:
             return kept
+        read_at = self._kept.generation
         async with self._db.reading() as session:
             client = await session.get(ApiClient, client_id)
         if client is None or client.revoked_at is not None:
             return None
         verified = VerifiedClient(client=client, secret=self.reveal_secret(client))
-        self._kept[client_id] = verified
+        self._kept.keep(client_id, verified, read_at=read_at)
         return verified
 
     def forget(self, client_id: str) -> None:
         """Drop a cached client (its secret changed or it was revoked)."""
-        self._kept.pop(client_id, None)
+        self._kept.forget(client_id)
 
     def reseal(self, client: ApiClient) -> str:
         """Give the client a new secret (the old one stops verifying); returns the new secret. The caller forgets

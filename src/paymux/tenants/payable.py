@@ -10,12 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from cachetools import TTLCache
 from sqlalchemy import bindparam, select
 
 from paymux.core.clock import Clock
 from paymux.core.db import Database
-from paymux.core.kept import kept_for
+from paymux.core.kept import Kept
 from paymux.tenants.models import Merchant, Store
 
 TTL = timedelta(seconds=5)
@@ -44,13 +43,14 @@ class PayableStore:
 class PayableStores:
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
-        self._kept: TTLCache[int, PayableStore] = kept_for(TTL, clock)
+        self._kept: Kept[int, PayableStore] = Kept(TTL, clock)
 
     async def get(self, store_id: int) -> PayableStore | None:
         """The store, or None when there is none (not kept: a store made in another process is seen at once)."""
         kept = self._kept.get(store_id)
         if kept is not None:
             return kept
+        read_at = self._kept.generation
         async with self._db.reading() as session:
             connection = await session.connection()  # a Core statement: the ORM's execute adds nothing here
             row = (await connection.execute(_PAYABLE_STORE, {"store_id": store_id})).one_or_none()
@@ -62,10 +62,10 @@ class PayableStores:
             merchant_id=row.merchant_id,
             active=bool(row.store_active and row.merchant_active),
         )
-        self._kept[store_id] = store
+        self._kept.keep(store_id, store, read_at=read_at)
         return store
 
     def forget_all(self) -> None:
         """Drop every kept store; called once a change to merchants or stores has committed (a merchant's
         reaches all its stores, and such changes are rare)."""
-        self._kept.clear()
+        self._kept.forget_all()

@@ -14,12 +14,11 @@ from dataclasses import dataclass, fields
 from datetime import timedelta
 from typing import cast
 
-from cachetools import TTLCache
 from sqlalchemy import Table, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from paymux.core.clock import Clock
-from paymux.core.kept import kept_for
+from paymux.core.kept import Kept
 from paymux.tenants.models import StoreProviderConfig
 
 TTL = timedelta(seconds=5)
@@ -52,7 +51,7 @@ _CONFIGS_OF_STORE = (
 
 class KeptProviderConfigs:
     def __init__(self, clock: Clock) -> None:
-        self._kept: TTLCache[int, tuple[ProviderConfig, ...]] = kept_for(TTL, clock)
+        self._kept: Kept[int, tuple[ProviderConfig, ...]] = Kept(TTL, clock)
 
     async def of_store(self, session: AsyncSession, store_id: int) -> tuple[ProviderConfig, ...]:
         """Every config of the store, active or not, by provider code; read, when not kept, in the caller's
@@ -60,13 +59,14 @@ class KeptProviderConfigs:
         kept = self._kept.get(store_id)
         if kept is not None:
             return kept
+        read_at = self._kept.generation
         connection = await session.connection()  # a Core statement: the ORM's execute adds nothing here
         rows = await connection.execute(_CONFIGS_OF_STORE, {"store_id": store_id})
         configs = tuple(ProviderConfig(**row._mapping) for row in rows)
         if configs:
-            self._kept[store_id] = configs
+            self._kept.keep(store_id, configs, read_at=read_at)
         return configs
 
     def forget_all(self) -> None:
         """Drop every kept config; called once a change to provider configs has committed (they are rare)."""
-        self._kept.clear()
+        self._kept.forget_all()
