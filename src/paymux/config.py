@@ -112,6 +112,13 @@ class Settings(BaseSettings):
         default=30, ge=1, description="How long a worker holds an endpoint before another may take it over."
     )
     worker_poll_seconds: float = Field(default=0.5, gt=0, description="How long an idle worker waits.")
+    worker_batch_seconds: float = Field(
+        default=0.05,
+        ge=0,
+        le=5,
+        description="How long a woken worker lets events gather before it relays them, so that a steady stream "
+        "is relayed in batches rather than one round per commit.",
+    )
     http_keep_alive_seconds: int = Field(
         default=75,
         ge=1,

@@ -98,3 +98,44 @@ async def test_without_a_listener_the_wait_is_the_poll_or_the_stop(database_url:
     await waiting.wait(stop, seconds=LONG_POLL)
     assert time.monotonic() - started < 2
     await waiting.close()
+
+
+@pytest.mark.postgres
+async def test_a_notification_is_followed_by_the_batching_pause(database_url: str) -> None:
+    waiting = EventWakeup(database_url, batch_seconds=0.3)
+    stop = asyncio.Event()
+    admin = await asyncpg.connect(database_url)
+
+    def notify_in(seconds: float) -> None:
+        asyncio.get_running_loop().call_later(
+            seconds, asyncio.ensure_future, admin.execute("NOTIFY paymux_events")
+        )
+
+    try:
+        await waiting.wait(stop, seconds=0.01)  # starts listening; catching up wakes this first wait
+        assert waiting.listening
+        notify_in(0.05)
+        notify_in(0.2)  # during the pause: part of the same batch
+        started = time.monotonic()
+        await waiting.wait(stop, seconds=LONG_POLL)
+        assert 0.35 <= time.monotonic() - started < 5  # woken, then the pause in which a burst gathers
+
+        # The notification that came during the pause does not wake the next wait: its round relays it.
+        started = time.monotonic()
+        await waiting.wait(stop, seconds=0.2)
+        assert 0.15 <= time.monotonic() - started < 2
+    finally:
+        await admin.close()
+        await waiting.close()
+
+
+@pytest.mark.postgres
+async def test_a_stop_ends_the_batching_pause(database_url: str) -> None:
+    waiting = EventWakeup(database_url, batch_seconds=LONG_POLL)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.2, stop.set)
+    started = time.monotonic()
+    await waiting.wait(stop, seconds=LONG_POLL)  # listening begins with a catch-up wake, then the pause
+    assert waiting.listening
+    assert time.monotonic() - started < 5
+    await waiting.close()

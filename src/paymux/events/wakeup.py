@@ -2,13 +2,15 @@
 
 On PostgreSQL a trigger on `events` sends a NOTIFY on the `paymux_events` channel (delivered on commit, once per
 transaction) and each worker LISTENs on a connection of its own, outside the pool. Polling stays as the floor:
-SQLite (one process, no NOTIFY) or a listener that cannot connect only means waiting for the next poll. A lost
-listener wakes the worker, and the next wait listens again (trying at most every `RECONNECT_EVERY` seconds).
+SQLite (one process, no NOTIFY) or a listener that cannot connect only means waiting for the next poll. A woken
+worker waits `PAYMUX_WORKER_BATCH_SECONDS` more before its round, so that under load each round relays a batch.
+A lost listener wakes the worker, and the next wait listens again (trying at most every `RECONNECT_EVERY` s).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -20,11 +22,10 @@ log = structlog.get_logger(__name__)
 
 CHANNEL = "paymux_events"
 RECONNECT_EVERY = 5.0
-BATCH_SECONDS = 0.01
 
 
 class EventWakeup:
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, batch_seconds: float = 0.05) -> None:
         url = make_url(database_url)
         self._dsn = (
             url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -34,6 +35,7 @@ class EventWakeup:
         self._connection: asyncpg.Connection | None = None
         self._notified = asyncio.Event()
         self._next_attempt = 0.0
+        self._batch_seconds = batch_seconds
 
     @property
     def listening(self) -> bool:
@@ -46,8 +48,8 @@ class EventWakeup:
 
     async def wait(self, stop: asyncio.Event, seconds: float) -> None:
         """Until an event commits (or did since the last wait), `stop` is set, or `seconds` pass. A notification
-        is followed by `BATCH_SECONDS` of quiet, so that a burst of events is relayed as one batch rather than
-        one round each."""
+        is followed by `batch_seconds` in which further events gather, so that a steady stream is relayed in
+        batches rather than one round (a transaction and its queries) per commit, in every worker."""
         await self._ensure_listening()
         if not self._notified.is_set():
             notified = asyncio.ensure_future(self._notified.wait())
@@ -58,7 +60,9 @@ class EventWakeup:
                 notified.cancel()
                 stopped.cancel()
         if self._notified.is_set() and not stop.is_set():
-            await asyncio.sleep(BATCH_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._batch_seconds)
+        # What committed during the pause is found by the round that follows.
         self._notified.clear()
 
     async def close(self) -> None:
