@@ -18,7 +18,8 @@ Scenarios:
 3. retrieve and list under load;
 4. ledger postings per second (bench/ledger_postings.py, in-process);
 5. webhook deliveries per second (bench/webhook_delivery.py);
-6. scale-out: scenarios 1 and 2 with 1 API + 1 worker process, then 2 + 2.
+6. scale-out: scenarios 1, 2 and 3 with 1 API + 1 worker process, then 2 + 2, then 4 + 4, 8 + 8, ... while the
+   machine has a core for each API process (or the layouts given with --layouts).
 
 It prints a table and writes bench/results/suite-<time>.json.
 """
@@ -271,6 +272,39 @@ def load(config: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+# ---------------------------------------------------------------------------------------------- layouts
+
+Layout = tuple[int, int]  # API processes, workers
+
+
+def default_layouts(cores: int) -> list[Layout]:
+    """1 + 1 and 2 + 2 (scale-out's comparison), then 4 + 4, 8 + 8, ... while there is a core per API process."""
+    layouts = [(1, 1), (2, 2)]
+    processes = 4
+    while processes <= cores:
+        layouts.append((processes, processes))
+        processes *= 2
+    return layouts
+
+
+def parse_layouts(text: str) -> list[Layout]:
+    """`1+1,2+2,4+2`: API processes + workers, comma-separated."""
+    layouts = []
+    for part in text.split(","):
+        api, plus, workers = part.strip().partition("+")
+        if not plus or not api.strip().isdigit() or not workers.strip().isdigit():
+            raise argparse.ArgumentTypeError(
+                f"{part.strip()!r} is not a layout like 2+2 (API processes+workers)"
+            )
+        layout = (int(api), int(workers))
+        if layout[0] < 1 or layout[1] < 1:
+            raise argparse.ArgumentTypeError(
+                f"{part.strip()!r}: a layout has at least 1 API process and 1 worker"
+            )
+        layouts.append(layout)
+    return layouts
+
+
 # ---------------------------------------------------------------------------------------------- measurements
 
 
@@ -346,7 +380,7 @@ def row(name: str, result: dict[str, Any], baseline: float | None, **extra: Any)
     }
 
 
-def http_scenarios(bench: Bench, layout: tuple[int, int], seconds: float) -> list[dict[str, Any]]:
+def http_scenarios(bench: Bench, layout: Layout, seconds: float) -> list[dict[str, Any]]:
     api_n, worker_n = layout
     tag = f"{api_n} API + {worker_n} worker"
     bench.reset()
@@ -407,7 +441,7 @@ def in_process(script: str, args: list[str]) -> dict[str, Any]:
     return result
 
 
-def interleaved(bench: Bench, layout: tuple[int, int], rounds: int, seconds: float) -> dict[str, Any]:
+def interleaved(bench: Bench, layout: Layout, rounds: int, seconds: float) -> dict[str, Any]:
     """Create PaymentIntent at saturation against the baseline, measured in turns: baseline, create, baseline,
     create, ..., baseline, with both servers up throughout (each idles while the other is measured). Each create
     is divided by the mean of the two baselines around it. The machine's speed moves by tens of percent within
@@ -506,9 +540,16 @@ def main() -> None:
     parser.add_argument(
         "--interleaved",
         action="store_true",
-        help="only create against the baseline, in turns, in both layouts",
+        help="only create against the baseline, in turns, in each layout",
     )
     parser.add_argument("--rounds", type=int, default=5, help="rounds of --interleaved (default 5)")
+    parser.add_argument(
+        "--layouts",
+        type=parse_layouts,
+        default=None,
+        help="API processes+workers to measure, e.g. 1+1,2+2,4+2 (default: 1+1 and 2+2, then 4+4, 8+8, ... "
+        "while the machine has a core per API process; 1+1 with --quick)",
+    )
     parser.add_argument(
         "--seconds",
         type=float,
@@ -523,6 +564,7 @@ def main() -> None:
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
 
+    layouts = args.layouts or ([(1, 1)] if args.quick else default_layouts(os.cpu_count() or 1))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     logs = ROOT / "var" / "bench" / stamp
     logs.mkdir(parents=True, exist_ok=True)
@@ -535,7 +577,7 @@ def main() -> None:
     if args.interleaved:
         out["mode"] = "interleaved"
         seconds = args.seconds or 10.0
-        out["interleaved"] = [interleaved(bench, layout, args.rounds, seconds) for layout in [(1, 1), (2, 2)]]
+        out["interleaved"] = [interleaved(bench, layout, args.rounds, seconds) for layout in layouts]
         for result in out["interleaved"]:
             print_interleaved(result)
     elif args.soak:
@@ -544,7 +586,6 @@ def main() -> None:
         print(json.dumps({key: value for key, value in out["soak"].items() if key != "samples"}, indent=2))
     else:
         seconds = args.seconds or (5.0 if args.quick else 20.0)
-        layouts = [(1, 1)] if args.quick else [(1, 1), (2, 2)]
         rows = [item for layout in layouts for item in http_scenarios(bench, layout, seconds)]
         out["http"] = rows
         out["analyzed_by_the_suite"] = bench.analyzed
