@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     BigInteger,
@@ -55,6 +55,18 @@ from paymux.ledger.models import Hold, JournalEntry, LedgerAccount, Posting
 
 MAX_KNOWN_ACCOUNTS = 100_000
 ACCOUNTS: Table = LedgerAccount.__table__  # type: ignore[assignment]  # declared tables are Tables
+ENTRIES: Table = JournalEntry.__table__  # type: ignore[assignment]
+POSTINGS: Table = Posting.__table__  # type: ignore[assignment]
+# What an account's spec is made of (code, kind, currency, owner and floor), read without an ORM object.
+_SPEC_COLUMNS = (
+    ACCOUNTS.c.id,
+    ACCOUNTS.c.code,
+    ACCOUNTS.c.kind,
+    ACCOUNTS.c.currency,
+    ACCOUNTS.c.merchant_id,
+    ACCOUNTS.c.client_partner_id,
+    ACCOUNTS.c.floor,
+)
 
 
 class AccountMismatch(ValueError):
@@ -199,8 +211,9 @@ class LedgerService:
                         "created_at": now,
                     }
                 )
-        await session.execute(insert(JournalEntry), entries)
-        await session.execute(insert(Posting), postings)
+        # The tables, not the mapped classes: the rows are complete, and the ORM's bulk path would only add work.
+        await session.execute(insert(ENTRIES), entries)
+        await session.execute(insert(POSTINGS), postings)
         return ids
 
     async def _move_all(
@@ -457,20 +470,18 @@ class LedgerService:
     async def _hold_accounts(self, session: AsyncSession, hold: Hold) -> tuple[AccountSpec, AccountSpec]:
         rows = {
             account.id: account
-            for account in (
-                await session.execute(
-                    select(LedgerAccount).where(
-                        LedgerAccount.id.in_([hold.debit_account_id, hold.credit_account_id])
-                    )
+            for account in await session.execute(
+                select(*_SPEC_COLUMNS).where(
+                    ACCOUNTS.c.id.in_([hold.debit_account_id, hold.credit_account_id])
                 )
-            ).scalars()
+            )
         }
         return _spec_of(rows[hold.debit_account_id]), _spec_of(rows[hold.credit_account_id])
 
     @staticmethod
     async def _specs_by_code(session: AsyncSession, codes: list[str]) -> dict[str, AccountSpec]:
-        accounts = await session.execute(select(LedgerAccount).where(LedgerAccount.code.in_(codes)))
-        return {account.code: _spec_of(account) for account in accounts.scalars()}
+        accounts = await session.execute(select(*_SPEC_COLUMNS).where(ACCOUNTS.c.code.in_(codes)))
+        return {account.code: _spec_of(account) for account in accounts}
 
     async def expire_holds(self, limit: int = 100) -> int:
         """Release pending holds whose time is up (the worker runs this); returns how many it expired."""
@@ -732,7 +743,18 @@ def _released(spec: AccountSpec, side: Side, amount: int) -> dict[str, int]:
     return {name: -value for name, value in _reservation(spec, side, amount).items()}
 
 
-def _spec_of(account: LedgerAccount) -> AccountSpec:
+class _AccountRow(Protocol):
+    """An account's spec columns: a LedgerAccount, or a row of `_SPEC_COLUMNS`."""
+
+    code: str
+    kind: str
+    currency: str
+    merchant_id: int | None
+    client_partner_id: int | None
+    floor: int | None
+
+
+def _spec_of(account: _AccountRow) -> AccountSpec:
     return AccountSpec(
         code=account.code,
         kind=AccountKind(account.kind),
