@@ -14,6 +14,12 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import ON_POSTGRES
+
+pytestmark = pytest.mark.skipif(
+    ON_POSTGRES, reason="the CLI runs on its own SQLite file: the SQLite pass covers it"
+)
+
 BOOTSTRAP_KEYS = {"client_partner_id", "merchant_id", "store_id", "client_id", "client_secret"}
 
 

@@ -20,6 +20,7 @@ from paymux.app import create_app
 from paymux.config import Settings
 from paymux.container import Container
 from paymux.core.clock import FrozenClock, SystemClock
+from tests.conftest import ON_POSTGRES
 from tests.reconciliation.support import (
     Txn,
     csv_bytes,
@@ -32,6 +33,10 @@ from tests.reconciliation.support import (
     write_file,
 )
 from tests.support import ServerClient, Tenant, bootstrap_tenant
+
+pytestmark = pytest.mark.skipif(
+    ON_POSTGRES, reason="the CLI runs on its own SQLite file: the SQLite pass covers it"
+)
 
 PAYMUX = Path(sys.executable).parent / "paymux"
 
