@@ -36,6 +36,11 @@ REDIS_URL = os.environ.get("PAYMUX_TEST_REDIS_URL")
 ON_POSTGRES = BACKEND == "postgres"
 TEST_MASTER_KEY = base64.b64encode(bytes(range(32))).decode()
 
+# A test that runs `paymux` on a SQLite file of its own does the same in both passes: the SQLite pass runs it.
+CLI_ON_SQLITE_ONLY = pytest.mark.skipif(
+    ON_POSTGRES, reason="the CLI runs on its own SQLite file: the SQLite pass covers it"
+)
+
 if ON_POSTGRES and not POSTGRES_URL:
     raise pytest.UsageError("PAYMUX_TEST_BACKEND=postgres needs PAYMUX_TEST_DATABASE_URL")
 

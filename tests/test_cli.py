@@ -14,11 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ON_POSTGRES
+from tests.conftest import CLI_ON_SQLITE_ONLY
 
-pytestmark = pytest.mark.skipif(
-    ON_POSTGRES, reason="the CLI runs on its own SQLite file: the SQLite pass covers it"
-)
+pytestmark = CLI_ON_SQLITE_ONLY
 
 BOOTSTRAP_KEYS = {"client_partner_id", "merchant_id", "store_id", "client_id", "client_secret"}
 

@@ -52,7 +52,7 @@ from paymux.config import Settings
 from paymux.container import Container
 from paymux.core.clock import FrozenClock
 from paymux.gateway.principal import Principal, Role
-from tests.conftest import ON_POSTGRES
+from tests.conftest import CLI_ON_SQLITE_ONLY
 from tests.portal import (
     DEVICE_TOKEN_PATH,
     DEVICE_TOKEN_URL,
@@ -947,9 +947,6 @@ async def test_the_purge_forgets_only_the_jtis_of_expired_assertions(
 
 # ---------------------------------------------------------------------------------------------- the CLI
 
-CLI_ON_SQLITE_ONLY = pytest.mark.skipif(
-    ON_POSTGRES, reason="the CLI runs on its own SQLite file: the SQLite pass covers it"
-)
 PUBLIC_URL = "https://pay.example.com"
 
 

@@ -25,12 +25,10 @@ import pytest
 from paymux.app import create_app
 from paymux.config import Settings
 from paymux.container import Container
-from tests.conftest import ON_POSTGRES
+from tests.conftest import CLI_ON_SQLITE_ONLY
 from tests.live import serving
 
-pytestmark = pytest.mark.skipif(
-    ON_POSTGRES, reason="the CLI runs on its own SQLite file: the SQLite pass covers it"
-)
+pytestmark = CLI_ON_SQLITE_ONLY
 
 PASSWORD = "correct horse battery staple"
 USER_KEYS = {"id", "email", "role", "client_partner_id", "merchant_id", "store_id"}

@@ -30,7 +30,7 @@ from paymux.ledger.accounts import AccountSpec
 from paymux.ledger.entries import EntryKind
 from paymux.ledger.service import HoldDraft, LedgerService
 from paymux.ledger.verify import LedgerReport, Violation, verify_ledger
-from tests.conftest import ON_POSTGRES
+from tests.conftest import CLI_ON_SQLITE_ONLY
 from tests.ledger.support import empty_ledger, fund, move, next_key, wallet
 
 SHOP = wallet("shop", floor=None)
@@ -383,7 +383,7 @@ async def _book_healthy(url: str) -> None:
 
 
 @pytest.mark.slow  # five runs of the `paymux` command, a couple of seconds each
-@pytest.mark.skipif(ON_POSTGRES, reason="the CLI runs on its own SQLite file: the SQLite pass covers it")
+@CLI_ON_SQLITE_ONLY
 def test_the_cli_verifies_a_database_and_exits_1_on_a_violation(tmp_path: Path) -> None:
     path = tmp_path / "cli.db"
     env = {

@@ -20,7 +20,7 @@ from paymux.app import create_app
 from paymux.config import Settings
 from paymux.container import Container
 from paymux.core.clock import FrozenClock, SystemClock
-from tests.conftest import ON_POSTGRES
+from tests.conftest import CLI_ON_SQLITE_ONLY
 from tests.reconciliation.support import (
     Txn,
     csv_bytes,
@@ -34,9 +34,7 @@ from tests.reconciliation.support import (
 )
 from tests.support import ServerClient, Tenant, bootstrap_tenant
 
-pytestmark = pytest.mark.skipif(
-    ON_POSTGRES, reason="the CLI runs on its own SQLite file: the SQLite pass covers it"
-)
+pytestmark = CLI_ON_SQLITE_ONLY
 
 PAYMUX = Path(sys.executable).parent / "paymux"
 

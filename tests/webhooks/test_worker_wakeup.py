@@ -86,7 +86,7 @@ async def test_a_lost_listener_is_replaced(
 
 
 async def test_without_a_listener_the_wait_is_the_poll_or_the_stop(database_url: str) -> None:
-    waiting = EventWakeup("sqlite:///unused.db")
+    waiting = EventWakeup("sqlite:///unused.db", batch_seconds=0.05)
     stop = asyncio.Event()
     started = time.monotonic()
     await waiting.wait(stop, seconds=0.2)
