@@ -68,7 +68,7 @@ class Worker:
             send_timeout=settings.webhook_timeout_seconds,
         )
         self._poll = settings.worker_poll_seconds
-        self.wakeup = EventWakeup(settings.database_url, settings.worker_batch_seconds)
+        self.wakeup = EventWakeup(settings.database_url, batch_seconds=settings.worker_batch_seconds)
         self._next_housekeeping = container.clock.now()
         self._sent_last_round = False
 

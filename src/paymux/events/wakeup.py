@@ -25,7 +25,7 @@ RECONNECT_EVERY = 5.0
 
 
 class EventWakeup:
-    def __init__(self, database_url: str, batch_seconds: float = 0.05) -> None:
+    def __init__(self, database_url: str, *, batch_seconds: float) -> None:
         url = make_url(database_url)
         self._dsn = (
             url.set(drivername="postgresql").render_as_string(hide_password=False)

@@ -57,7 +57,7 @@ MAX_KNOWN_ACCOUNTS = 100_000
 ACCOUNTS: Table = LedgerAccount.__table__  # type: ignore[assignment]  # declared tables are Tables
 ENTRIES: Table = JournalEntry.__table__  # type: ignore[assignment]
 POSTINGS: Table = Posting.__table__  # type: ignore[assignment]
-# What an account's spec is made of (code, kind, currency, owner and floor), read without an ORM object.
+# An account's id and what its spec is made of (code, kind, currency, owner, floor), read without an ORM object.
 _SPEC_COLUMNS = (
     ACCOUNTS.c.id,
     ACCOUNTS.c.code,
